@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod engines;
+pub mod load;
+pub mod models;
+pub mod predict;
+pub mod quickstart;
+pub mod registry;

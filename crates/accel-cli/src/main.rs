@@ -1,0 +1,58 @@
+//! `accel`: register models, run them, and (later) serve, convert, package
+//! and deploy them. Every subcommand parses its flags once into a struct and
+//! hands it whole to the function that does the work.
+
+mod cmd;
+mod context;
+mod fixtures;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Deploy deep neural networks as low-latency services on the accelerators you own.
+#[derive(Debug, Parser)]
+#[command(name = "accel", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: context::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register, list, show and delete models.
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
+    /// Check the registry's consistency, and repair what can be repaired.
+    #[command(subcommand)]
+    Registry(cmd::registry::RegistryCommand),
+    /// List the inference engines found, or install ONNX Runtime.
+    Engines(cmd::engines::EnginesArgs),
+    /// Run a registered model on image files, in this process.
+    Predict(cmd::predict::PredictArgs),
+    /// Register the bundled pretrained model and classify the bundled photos.
+    Quickstart(cmd::quickstart::QuickstartArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_tracing(cli.global.verbose);
+    let result = match cli.command {
+        Command::Models(c) => cmd::models::run(&cli.global, c),
+        Command::Registry(c) => cmd::registry::run(&cli.global, c),
+        Command::Engines(a) => cmd::engines::run(&cli.global, a),
+        Command::Predict(a) => cmd::predict::run(&cli.global, a),
+        Command::Quickstart(a) => cmd::quickstart::run(&cli.global, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", msg.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The backend trait and the engines behind it.
+//!
+//! A [`Backend`] compiles model bytes into a [`Plan`]: an immutable,
+//! `Send + Sync` object that runs inference synchronously. Async code lives
+//! at the edges (the server), never here.
+
+pub mod onnxruntime;
+pub mod tract;
+
+use crate::error::RuntimeError;
+use accel_core::{DType, Tensor};
+use std::fmt;
+use std::str::FromStr;
+
+/// Name, element type and shape of a model input or output. `None` in the
+/// shape marks a dynamic dimension.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TensorInfo {
+    /// The model's tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions; `None` where dynamic.
+    pub shape: Vec<Option<usize>>,
+}
+
+/// How a plan is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Intra-op threads; `0` means every core.
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 0 }
+    }
+}
+
+impl LoadOptions {
+    /// The thread count to use, resolving `0` to the number of cores.
+    pub fn resolved_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+/// A compiled model, ready to run. Immutable and shareable across threads.
+pub trait Plan: Send + Sync {
+    /// The engine that built it.
+    fn engine(&self) -> EngineKind;
+    /// The model's inputs.
+    fn inputs(&self) -> &[TensorInfo];
+    /// The model's outputs.
+    fn outputs(&self) -> &[TensorInfo];
+    /// Runs the model on `inputs` (in the order of [`Plan::inputs`]) and
+    /// returns every output in the order of [`Plan::outputs`].
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError>;
+}
+
+/// An engine: something that compiles model bytes into a [`Plan`].
+pub trait Backend: Send + Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+    /// A human-readable version string.
+    fn version(&self) -> String;
+    /// Compiles an ONNX model.
+    fn load(&self, model: &[u8], options: &LoadOptions) -> Result<Box<dyn Plan>, RuntimeError>;
+}
+
+/// The concrete engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// ONNX Runtime, loaded at run time (the fast path).
+    #[serde(rename = "onnxruntime")]
+    OnnxRuntime,
+    /// tract, pure Rust, always available.
+    Tract,
+}
+
+impl EngineKind {
+    /// The stable name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::OnnxRuntime => "onnxruntime",
+            EngineKind::Tract => "tract",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the user asked for: a specific engine, or the best available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library is found, else tract.
+    #[default]
+    Auto,
+    /// This engine, or an error.
+    Only(EngineKind),
+}
+
+impl FromStr for EngineChoice {
+    type Err = RuntimeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(EngineChoice::Auto),
+            "onnxruntime" | "ort" => Ok(EngineChoice::Only(EngineKind::OnnxRuntime)),
+            "tract" => Ok(EngineChoice::Only(EngineKind::Tract)),
+            other => Err(RuntimeError::InvalidInput(format!(
+                "unknown engine {other:?} (expected auto, onnxruntime or tract)"
+            ))),
+        }
+    }
+}
+
+/// Picks a backend for `choice`. `Auto` prefers ONNX Runtime and falls back
+/// to tract when ONNX Runtime's library cannot be found or loaded; the
+/// returned note says why, for the user.
+pub fn select_backend(
+    choice: EngineChoice,
+    search: &onnxruntime::SearchPaths,
+) -> Result<(Box<dyn Backend>, Option<String>), RuntimeError> {
+    match choice {
+        EngineChoice::Only(EngineKind::Tract) => Ok((Box::new(tract::TractBackend::new()), None)),
+        EngineChoice::Only(EngineKind::OnnxRuntime) => {
+            Ok((Box::new(onnxruntime::OrtBackend::init(search)?), None))
+        }
+        EngineChoice::Auto => match onnxruntime::OrtBackend::init(search) {
+            Ok(b) => Ok((Box::new(b), None)),
+            Err(e) => Ok((
+                Box::new(tract::TractBackend::new()),
+                Some(format!(
+                    "using tract because ONNX Runtime is unavailable ({e}); \
+                     run `accel engines install onnxruntime` for the fast engine"
+                )),
+            )),
+        },
+    }
+}

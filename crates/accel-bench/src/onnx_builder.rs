@@ -191,7 +191,9 @@ impl GraphBuilder {
             }
         }
         let dims = |d: &[i64]| -> Vec<Option<i64>> {
-            std::iter::once(None).chain(d.iter().map(|v| Some(*v))).collect()
+            std::iter::once(None)
+                .chain(d.iter().map(|v| Some(*v)))
+                .collect()
         };
         pb::ModelProto {
             ir_version: 7,

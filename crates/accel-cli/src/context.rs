@@ -37,7 +37,8 @@ impl GlobalArgs {
     /// Opens (creating if needed) the registry under the home directory.
     pub fn registry(&self) -> anyhow::Result<Registry> {
         let home = self.home()?;
-        Registry::open(&home).with_context(|| format!("cannot open the registry in {}", home.display()))
+        Registry::open(&home)
+            .with_context(|| format!("cannot open the registry in {}", home.display()))
     }
 
     /// Where to look for ONNX Runtime.

@@ -11,7 +11,16 @@ pub const LABELS_JSON: &str = include_str!("../../../fixtures/labels/imagenet-si
 
 /// Bundled photos: (file name, bytes).
 pub const PHOTOS: &[(&str, &[u8])] = &[
-    ("skimage_chelsea.png", include_bytes!("../../../fixtures/images/skimage_chelsea.png")),
-    ("skimage_coffee.png", include_bytes!("../../../fixtures/images/skimage_coffee.png")),
-    ("sklearn_china.jpg", include_bytes!("../../../fixtures/images/sklearn_china.jpg")),
+    (
+        "skimage_chelsea.png",
+        include_bytes!("../../../fixtures/images/skimage_chelsea.png"),
+    ),
+    (
+        "skimage_coffee.png",
+        include_bytes!("../../../fixtures/images/skimage_coffee.png"),
+    ),
+    (
+        "sklearn_china.jpg",
+        include_bytes!("../../../fixtures/images/sklearn_china.jpg"),
+    ),
 ];

@@ -37,7 +37,8 @@ impl Home {
 
     fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_accel"));
-        c.env("ACCEL_HOME", self.path()).env_remove("ACCEL_TEST_CRASH_AT");
+        c.env("ACCEL_HOME", self.path())
+            .env_remove("ACCEL_TEST_CRASH_AT");
         c
     }
 
@@ -58,7 +59,10 @@ impl Home {
     /// Runs a command that must fail; returns its one-line stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "accel {args:?} unexpectedly succeeded");
+        assert!(
+            !out.status.success(),
+            "accel {args:?} unexpectedly succeeded"
+        );
         let err = String::from_utf8(out.stderr).unwrap();
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "expected a one-line error, got: {err}");
@@ -94,8 +98,14 @@ impl Home {
 #[test]
 fn versions_increment_and_latest_or_pinned_resolve() {
     let h = Home::new();
-    assert_eq!(h.register("shuffle", "shufflenet-v2-12-qdq.onnx"), "shuffle:1");
-    assert_eq!(h.register("shuffle", "shufflenet-v2-12-f32.onnx"), "shuffle:2");
+    assert_eq!(
+        h.register("shuffle", "shufflenet-v2-12-qdq.onnx"),
+        "shuffle:1"
+    );
+    assert_eq!(
+        h.register("shuffle", "shufflenet-v2-12-f32.onnx"),
+        "shuffle:2"
+    );
     let latest = h.json(&["models", "show", "shuffle", "--json"]);
     assert_eq!(latest["version"], 2);
     let pinned = h.json(&["models", "show", "shuffle:1", "--json"]);
@@ -111,33 +121,74 @@ fn tag_filters_select_models() {
     let h = Home::new();
     let m = fixture("models/shufflenet-v2-12-qdq.onnx");
     let m = m.to_str().unwrap();
-    h.ok(&["models", "register", "a", m, "--tag", "team=vision", "--tag", "stage=prod"]);
+    h.ok(&[
+        "models",
+        "register",
+        "a",
+        m,
+        "--tag",
+        "team=vision",
+        "--tag",
+        "stage=prod",
+    ]);
     h.ok(&["models", "register", "b", m, "--tag", "team=vision"]);
     h.ok(&["models", "register", "c", m]);
     let names = |v: Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
     };
-    assert_eq!(names(h.json(&["models", "list", "--tag", "team=vision", "--json"])), ["a", "b"]);
-    assert_eq!(names(h.json(&["models", "list", "--tag", "stage", "--json"])), ["a"]);
-    assert_eq!(names(h.json(&["models", "list", "--json"])), ["a", "b", "c"]);
+    assert_eq!(
+        names(h.json(&["models", "list", "--tag", "team=vision", "--json"])),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(h.json(&["models", "list", "--tag", "stage", "--json"])),
+        ["a"]
+    );
+    assert_eq!(
+        names(h.json(&["models", "list", "--json"])),
+        ["a", "b", "c"]
+    );
 }
 
 #[test]
 fn predict_finds_the_known_classes_on_both_engines() {
     let h = Home::new();
     h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
-    let imgs = ["skimage_chelsea.png", "skimage_coffee.png", "sklearn_china.jpg"].map(|f| fixture(&format!("images/{f}")));
+    let imgs = [
+        "skimage_chelsea.png",
+        "skimage_coffee.png",
+        "sklearn_china.jpg",
+    ]
+    .map(|f| fixture(&format!("images/{f}")));
     for engine in ["onnxruntime", "tract"] {
         let mut args = vec!["predict", "shuffle", "--json", "--engine", engine];
         args.extend(imgs.iter().map(|p| p.to_str().unwrap()));
         let v = h.json(&args);
         assert_eq!(v["engine"], engine);
-        let top1: Vec<u64> = v["results"].as_array().unwrap().iter().map(|r| r["top"][0]["index"].as_u64().unwrap()).collect();
-        assert!((281..=285).contains(&top1[0]), "{engine}: chelsea {}", top1[0]);
+        let top1: Vec<u64> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["top"][0]["index"].as_u64().unwrap())
+            .collect();
+        assert!(
+            (281..=285).contains(&top1[0]),
+            "{engine}: chelsea {}",
+            top1[0]
+        );
         assert_eq!(&top1[1..], [967, 698], "{engine}");
         assert_eq!(v["results"][1]["top"][0]["label"], "espresso");
         assert_eq!(v["results"][0]["top"].as_array().unwrap().len(), 5);
-        assert!(v["results"][0]["timings_ms"]["inference_ms"].as_f64().unwrap() > 0.0);
+        assert!(
+            v["results"][0]["timings_ms"]["inference_ms"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
     }
 }
 
@@ -145,13 +196,19 @@ fn predict_finds_the_known_classes_on_both_engines() {
 fn quickstart_runs_on_embedded_defaults() {
     let h = Home::new();
     let out = h.ok(&["quickstart", "--runs", "2"]);
-    assert!(out.contains("registered shufflenet-v2-quickstart:1"), "{out}");
+    assert!(
+        out.contains("registered shufflenet-v2-quickstart:1"),
+        "{out}"
+    );
     assert!(out.contains("espresso"), "{out}");
     assert!(out.contains("palace"), "{out}");
     assert!(out.contains("median latency"), "{out}");
     // A second run reuses the registered model.
     let again = h.ok(&["quickstart", "--runs", "1"]);
-    assert!(again.contains("using registered model shufflenet-v2-quickstart:1"), "{again}");
+    assert!(
+        again.contains("using registered model shufflenet-v2-quickstart:1"),
+        "{again}"
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -165,7 +222,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -191,16 +252,34 @@ fn bad_input_gets_a_one_line_error_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let jpeg = std::fs::read(fixture("images/sklearn_china.jpg")).unwrap();
     let cases: Vec<(PathBuf, &str)> = vec![
-        (write(tmp.path(), "truncated.jpg", &jpeg[..jpeg.len() / 3]), "cannot decode image"),
+        (
+            write(tmp.path(), "truncated.jpg", &jpeg[..jpeg.len() / 3]),
+            "cannot decode image",
+        ),
         (write(tmp.path(), "empty.jpg", b""), "empty input"),
-        (write(tmp.path(), "text.jpg", b"hello, not a photo\n"), "not a JPEG or PNG"),
-        (write(tmp.path(), "bomb.png", &huge_png_header()), "30000x30000"),
+        (
+            write(tmp.path(), "text.jpg", b"hello, not a photo\n"),
+            "not a JPEG or PNG",
+        ),
+        (
+            write(tmp.path(), "bomb.png", &huge_png_header()),
+            "30000x30000",
+        ),
     ];
     for (path, needle) in &cases {
         for engine in ["tract", "onnxruntime"] {
-            let err = h.fails(&["predict", "shuffle", "--engine", engine, path.to_str().unwrap()]);
+            let err = h.fails(&[
+                "predict",
+                "shuffle",
+                "--engine",
+                engine,
+                path.to_str().unwrap(),
+            ]);
             assert!(err.contains(needle), "{}: {err}", path.display());
-            assert!(err.contains(path.file_name().unwrap().to_str().unwrap()), "error names the file: {err}");
+            assert!(
+                err.contains(path.file_name().unwrap().to_str().unwrap()),
+                "error names the file: {err}"
+            );
         }
     }
     let text_model = write(tmp.path(), "model.onnx", b"definitely not protobuf\n");
@@ -214,7 +293,14 @@ fn bad_input_gets_a_one_line_error_and_changes_nothing() {
     assert!(err.contains("nosuchmodel"), "{err}");
     let err = h.fails(&["predict", "shuffle:7", img.to_str().unwrap()]);
     assert!(err.contains("shuffle") && err.contains('7'), "{err}");
-    let err = h.fails(&["models", "register", "../evil", fixture("models/shufflenet-v2-12-qdq.onnx").to_str().unwrap()]);
+    let err = h.fails(&[
+        "models",
+        "register",
+        "../evil",
+        fixture("models/shufflenet-v2-12-qdq.onnx")
+            .to_str()
+            .unwrap(),
+    ]);
     assert!(err.contains("invalid name"), "{err}");
     assert_eq!(h.listing(), before, "the registry changed");
     h.ok(&["registry", "check"]);
@@ -229,9 +315,17 @@ fn delete_refuses_unknown_and_removes_blobs() {
     assert!(err.contains('3'), "{err}");
     assert_eq!(h.ok(&["models", "delete", "m:1"]).trim(), "deleted m:1");
     // Version 2 shares the blob: still loadable.
-    h.ok(&["predict", "m", "--engine", "tract", fixture("images/skimage_coffee.png").to_str().unwrap()]);
+    h.ok(&[
+        "predict",
+        "m",
+        "--engine",
+        "tract",
+        fixture("images/skimage_coffee.png").to_str().unwrap(),
+    ]);
     h.ok(&["models", "delete", "m"]);
-    let blobs: Vec<_> = std::fs::read_dir(h.path().join("blobs/sha256")).unwrap().collect();
+    let blobs: Vec<_> = std::fs::read_dir(h.path().join("blobs/sha256"))
+        .unwrap()
+        .collect();
     assert!(blobs.is_empty(), "blobs left: {blobs:?}");
     h.ok(&["registry", "check"]);
 }
@@ -257,7 +351,12 @@ fn two_processes_registering_at_once_get_distinct_versions() {
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success() && b.status.success());
-    let mut refs: Vec<String> = String::from_utf8(a.stdout).unwrap().lines().chain(String::from_utf8(b.stdout).unwrap().lines()).map(String::from).collect::<Vec<_>>();
+    let mut refs: Vec<String> = String::from_utf8(a.stdout)
+        .unwrap()
+        .lines()
+        .chain(String::from_utf8(b.stdout).unwrap().lines())
+        .map(String::from)
+        .collect::<Vec<_>>();
     refs.sort();
     let mut want: Vec<String> = (1..=10).map(|v| format!("same:{v}")).collect();
     want.sort();
@@ -270,7 +369,12 @@ fn two_processes_registering_at_once_get_distinct_versions() {
 #[test]
 fn a_crash_at_any_step_of_register_leaves_a_consistent_registry() {
     let model = fixture("models/shufflenet-v2-12-f32.onnx");
-    for point in ["after-intent", "after-temp-write", "after-blob-rename", "before-commit"] {
+    for point in [
+        "after-intent",
+        "after-temp-write",
+        "after-blob-rename",
+        "before-commit",
+    ] {
         let h = Home::new();
         h.register("keep", "shufflenet-v2-12-qdq.onnx");
         let out = h
@@ -279,12 +383,26 @@ fn a_crash_at_any_step_of_register_leaves_a_consistent_registry() {
             .env("ACCEL_TEST_CRASH_AT", point)
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{point}: the crash hook did not fire");
+        assert!(
+            !out.status.success(),
+            "{point}: the crash hook did not fire"
+        );
         let check = h.json(&["registry", "check", "--json"]);
-        for key in ["orphan_blobs", "missing_blobs", "corrupt_blobs", "stale_temp_files"] {
+        for key in [
+            "orphan_blobs",
+            "missing_blobs",
+            "corrupt_blobs",
+            "stale_temp_files",
+        ] {
             assert_eq!(check[key], serde_json::json!([]), "{point}: {check}");
         }
-        let names: Vec<String> = h.listing().as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+        let names: Vec<String> = h
+            .listing()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(names, ["keep"], "{point}");
     }
 }
@@ -303,7 +421,14 @@ fn kill_9_during_register_leaves_a_consistent_registry() {
         let delay = std::time::Duration::from_micros(seed % 60_000);
         let mut child = h
             .cmd()
-            .args(["models", "register", "victim", model.to_str().unwrap(), "--preset", "torchvision"])
+            .args([
+                "models",
+                "register",
+                "victim",
+                model.to_str().unwrap(),
+                "--preset",
+                "torchvision",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -313,11 +438,22 @@ fn kill_9_during_register_leaves_a_consistent_registry() {
         let _ = child.wait();
     }
     let check = h.json(&["registry", "check", "--json"]);
-    for key in ["orphan_blobs", "missing_blobs", "corrupt_blobs", "stale_temp_files"] {
+    for key in [
+        "orphan_blobs",
+        "missing_blobs",
+        "corrupt_blobs",
+        "stale_temp_files",
+    ] {
         assert_eq!(check[key], serde_json::json!([]), "{check}");
     }
     for r in h.listing().as_array().unwrap() {
         let reference = format!("victim:{}", r["version"]);
-        h.ok(&["predict", &reference, "--engine", "tract", fixture("images/skimage_coffee.png").to_str().unwrap()]);
+        h.ok(&[
+            "predict",
+            &reference,
+            "--engine",
+            "tract",
+            fixture("images/skimage_coffee.png").to_str().unwrap(),
+        ]);
     }
 }

@@ -86,7 +86,9 @@ mod tests {
 
     #[test]
     fn names_with_separators_or_traversal_are_refused() {
-        for bad in ["", "a/b", "..", "../x", "a\\b", ".hidden", "-x", "a b", "a\0b"] {
+        for bad in [
+            "", "a/b", "..", "../x", "a\\b", ".hidden", "-x", "a b", "a\0b",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_name(&"a".repeat(129)).is_err());

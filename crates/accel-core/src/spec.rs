@@ -260,7 +260,9 @@ impl PipelineSpec {
             } = p.resize
             {
                 if shorter_side < crop_width.min(crop_height) || shorter_side > 16384 {
-                    return bad("shorter_side must be at least the smaller crop side, at most 16384");
+                    return bad(
+                        "shorter_side must be at least the smaller crop side, at most 16384",
+                    );
                 }
             }
             if !p.scale.is_finite() || p.scale == 0.0 {
@@ -311,7 +313,11 @@ mod tests {
         assert!(spec.validate().unwrap_err().to_string().contains("std"));
         let mut spec = Preset::Torchvision.spec();
         spec.preprocess = None;
-        assert!(spec.validate().unwrap_err().to_string().contains("preprocess"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("preprocess"));
         let err = PipelineSpec::parse("input_kind = \"encoded-images\"\nbogus = 1").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }

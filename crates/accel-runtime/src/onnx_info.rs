@@ -79,11 +79,9 @@ pub fn read_model_io(bytes: &[u8]) -> Result<ModelIo, RuntimeError> {
     }
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let unsupported = |v: &pb::ValueInfoProto| {
-        RuntimeError::Load {
-            engine: "onnx",
-            message: format!("tensor {:?} has a type Accel does not support", v.name),
-        }
+    let unsupported = |v: &pb::ValueInfoProto| RuntimeError::Load {
+        engine: "onnx",
+        message: format!("tensor {:?} has a type Accel does not support", v.name),
     };
     let inputs = graph
         .input

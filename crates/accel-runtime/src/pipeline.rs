@@ -85,7 +85,11 @@ pub fn resolve_spec(mut spec: PipelineSpec, io: &ModelIo) -> Result<PipelineSpec
             return Err(RuntimeError::Spec(format!(
                 "the model has {} outputs ({}); name the one to expose",
                 io.outputs.len(),
-                io.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+                io.outputs
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         spec.outputs[0].name = io.outputs[0].name.clone();
@@ -129,7 +133,8 @@ pub fn resolve_spec(mut spec: PipelineSpec, io: &ModelIo) -> Result<PipelineSpec
             )));
         }
     }
-    spec.validate().map_err(|e| RuntimeError::Spec(e.to_string()))?;
+    spec.validate()
+        .map_err(|e| RuntimeError::Spec(e.to_string()))?;
     Ok(spec)
 }
 
@@ -186,7 +191,9 @@ impl CompiledPipeline {
                 // tract may rename outputs; fall back on position for single-output models.
                 let ix = find_output(plan.outputs(), &o.name)
                     .or_else(|| (plan.outputs().len() == 1).then_some(0))
-                    .ok_or_else(|| RuntimeError::Spec(format!("the plan has no output {:?}", o.name)))?;
+                    .ok_or_else(|| {
+                        RuntimeError::Spec(format!("the plan has no output {:?}", o.name))
+                    })?;
                 Ok((ix, o.clone()))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
@@ -232,14 +239,16 @@ impl CompiledPipeline {
         let item = 3 * w as usize * h as usize;
         let mut data = vec![0f32; item * images.len()];
         for (i, (bytes, out)) in images.iter().zip(data.chunks_exact_mut(item)).enumerate() {
-            let img = decode_rgb(bytes, &self.limits).map_err(|e| with_index(e, i, images.len()))?;
+            let img =
+                decode_rgb(bytes, &self.limits).map_err(|e| with_index(e, i, images.len()))?;
             preprocess_into(&img, pre, out)?;
         }
         let shape = match pre.layout {
             Layout::Nchw => vec![images.len(), 3, h as usize, w as usize],
             Layout::Nhwc => vec![images.len(), h as usize, w as usize, 3],
         };
-        Tensor::new(shape, TensorData::F32(data)).map_err(|e| RuntimeError::InvalidInput(e.to_string()))
+        Tensor::new(shape, TensorData::F32(data))
+            .map_err(|e| RuntimeError::InvalidInput(e.to_string()))
     }
 
     fn check_batch(&self, n: usize) -> Result<(), RuntimeError> {
@@ -308,7 +317,8 @@ impl CompiledPipeline {
                     )));
                 };
                 softmax_rows(&mut v, width);
-                tensor = Tensor::new(shape, TensorData::F32(v)).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+                tensor = Tensor::new(shape, TensorData::F32(v))
+                    .map_err(|e| RuntimeError::Spec(e.to_string()))?;
             }
             result.push(NamedOutput {
                 name: spec.name.clone(),
@@ -336,7 +346,10 @@ impl CompiledPipeline {
                 .map_err(|e| RuntimeError::InvalidInput(e.to_string()))?;
             let outs = self.plan.run(std::slice::from_ref(&t))?;
             if per_output.is_empty() {
-                per_output = outs.iter().map(|o| (o.shape().to_vec(), Vec::new())).collect();
+                per_output = outs
+                    .iter()
+                    .map(|o| (o.shape().to_vec(), Vec::new()))
+                    .collect();
             }
             for (acc, o) in per_output.iter_mut().zip(outs) {
                 let v = o.as_f32().ok_or_else(|| {
@@ -357,7 +370,10 @@ impl CompiledPipeline {
     }
 
     /// Encoded images in, exposed outputs out, with per-stage timings.
-    pub fn run_images(&self, images: &[&[u8]]) -> Result<(Vec<NamedOutput>, Timings), RuntimeError> {
+    pub fn run_images(
+        &self,
+        images: &[&[u8]],
+    ) -> Result<(Vec<NamedOutput>, Timings), RuntimeError> {
         let t0 = Instant::now();
         let input = self.preprocess(images)?;
         let t1 = Instant::now();
@@ -372,7 +388,11 @@ impl CompiledPipeline {
     }
 
     /// Top-`k` classes of each image from the first exposed output.
-    pub fn classify(&self, images: &[&[u8]], k: usize) -> Result<(Vec<ImageResult>, Timings), RuntimeError> {
+    pub fn classify(
+        &self,
+        images: &[&[u8]],
+        k: usize,
+    ) -> Result<(Vec<ImageResult>, Timings), RuntimeError> {
         let (outputs, mut timings) = self.run_images(images)?;
         let t0 = Instant::now();
         let first = outputs
@@ -408,7 +428,8 @@ impl CompiledPipeline {
         }
         let shape: Vec<usize> = info.shape.iter().map(|d| d.unwrap_or(1)).collect();
         let n = shape.iter().product();
-        let t = Tensor::from_f32(shape, vec![0.0; n]).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        let t =
+            Tensor::from_f32(shape, vec![0.0; n]).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         self.plan.run(std::slice::from_ref(&t)).map(|_| ())
     }
 }

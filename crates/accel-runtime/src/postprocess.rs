@@ -47,7 +47,11 @@ mod tests {
         let mut v = vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0];
         softmax_rows(&mut v, 3);
         let e: f32 = 1.0 + std::f32::consts::E + std::f32::consts::E.powi(2);
-        let want = [1.0 / e, std::f32::consts::E / e, std::f32::consts::E.powi(2) / e];
+        let want = [
+            1.0 / e,
+            std::f32::consts::E / e,
+            std::f32::consts::E.powi(2) / e,
+        ];
         for (a, b) in v[..3].iter().zip(want) {
             assert!((a - b).abs() < 1e-6);
         }

@@ -79,7 +79,11 @@ fn diff_stats(a: &[f32], b: &[f32]) -> (f32, f32) {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -110,14 +114,28 @@ fn preprocess(bytes: &[u8], preset: Preset, order: ChannelOrder) -> Vec<f32> {
 #[test]
 fn torchvision_preprocessing_matches_pillow_and_numpy() {
     let refs = references();
-    for photo in ["skimage_chelsea.png", "sklearn_china.jpg", "skimage_rocket.jpg"] {
+    for photo in [
+        "skimage_chelsea.png",
+        "sklearn_china.jpg",
+        "skimage_rocket.jpg",
+    ] {
         let want = read_f32(&format!("{photo}.torchvision.f32"));
-        assert_eq!(refs["tensors"][format!("{photo}.torchvision.f32")], serde_json::json!([1, 3, 224, 224]));
-        let got = preprocess(&fixture(&format!("images/{photo}")), Preset::Torchvision, ChannelOrder::Rgb);
+        assert_eq!(
+            refs["tensors"][format!("{photo}.torchvision.f32")],
+            serde_json::json!([1, 3, 224, 224])
+        );
+        let got = preprocess(
+            &fixture(&format!("images/{photo}")),
+            Preset::Torchvision,
+            ChannelOrder::Rgb,
+        );
         let (max, mean) = diff_stats(&got, &want);
         eprintln!("{photo}: max {max:.4} mean {mean:.5}");
         assert!(max <= 4.0 / 255.0 / 0.224, "{photo}: max abs diff {max}");
-        assert!(mean <= 0.25 / 255.0 / 0.224, "{photo}: mean abs diff {mean}");
+        assert!(
+            mean <= 0.25 / 255.0 / 0.224,
+            "{photo}: mean abs diff {mean}"
+        );
     }
 }
 
@@ -127,7 +145,11 @@ fn torchvision_preprocessing_matches_pillow_and_numpy() {
 #[test]
 fn azureml_preset_matches_the_seed_formula_in_bgr() {
     let want = read_f32("sklearn_china.azureml-bgr.f32");
-    let got = preprocess(&fixture("images/sklearn_china.jpg"), Preset::AzuremlAccel, ChannelOrder::Bgr);
+    let got = preprocess(
+        &fixture("images/sklearn_china.jpg"),
+        Preset::AzuremlAccel,
+        ChannelOrder::Bgr,
+    );
     let (max, mean) = diff_stats(&got, &want);
     eprintln!("azureml bgr: max {max:.3} mean {mean:.4}");
     assert!(max <= 4.0, "max abs diff {max}");
@@ -145,13 +167,25 @@ fn grayscale_alpha_and_exif_orientation_decode_like_pillow() {
         let img = decode_rgb(&bytes, &Limits::default()).unwrap();
         let w = refs["special"][name]["width"].as_u64().unwrap() as u32;
         let h = refs["special"][name]["height"].as_u64().unwrap() as u32;
-        assert_eq!((img.width, img.height), (w, h), "{name}: size after orientation");
+        assert_eq!(
+            (img.width, img.height),
+            (w, h),
+            "{name}: size after orientation"
+        );
         if name.ends_with(".png") {
             assert_eq!(img.pixels, want, "{name}: pixels differ from Pillow");
         } else {
-            let mean: f64 = img.pixels.iter().zip(&want).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+            let mean: f64 = img
+                .pixels
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| f64::from(a.abs_diff(*b)))
+                .sum::<f64>()
                 / want.len() as f64;
-            assert!(mean < 2.0, "{name}: mean difference {mean} levels (rotation wrong?)");
+            assert!(
+                mean < 2.0,
+                "{name}: mean difference {mean} levels (rotation wrong?)"
+            );
         }
     }
 }
@@ -161,7 +195,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -185,18 +223,33 @@ fn bad_images_fail_with_clear_errors() {
     let jpeg = fixture("images/sklearn_china.jpg");
     let limits = Limits::default();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated jpeg", jpeg[..jpeg.len() / 3].to_vec(), "truncated"),
+        (
+            "truncated jpeg",
+            jpeg[..jpeg.len() / 3].to_vec(),
+            "truncated",
+        ),
         ("zero bytes", vec![], "empty"),
-        ("text", b"this is not an image\n".to_vec(), "not a JPEG or PNG"),
+        (
+            "text",
+            b"this is not an image\n".to_vec(),
+            "not a JPEG or PNG",
+        ),
     ];
     for (what, bytes, needle) in cases {
-        let err = decode_rgb(&bytes, &limits).err().unwrap_or_else(|| panic!("{what} decoded"));
+        let err = decode_rgb(&bytes, &limits).expect_err(what);
         assert!(matches!(err, RuntimeError::Decode(_)), "{what}: {err:?}");
         assert!(err.to_string().contains(needle), "{what}: {err}");
     }
-    let err = decode_rgb(&png_header_only(30000, 30000), &limits).err().expect("bomb decoded");
+    let err = decode_rgb(&png_header_only(30000, 30000), &limits).expect_err("bomb decoded");
     assert!(
-        matches!(err, RuntimeError::TooManyPixels { width: 30000, height: 30000, .. }),
+        matches!(
+            err,
+            RuntimeError::TooManyPixels {
+                width: 30000,
+                height: 30000,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("30000x30000"), "{err}");
@@ -214,11 +267,25 @@ fn run_plan(plan: &dyn Plan, input: &[f32]) -> Vec<f32> {
 fn onnxruntime_backend_reproduces_python_onnxruntime() {
     let ort = ort();
     let refs = references();
-    for model in ["shufflenet-v2-12-f32.onnx", "shufflenet-v2-12-qdq.onnx", "mobilenetv2-12-int8.onnx"] {
-        let plan = ort.load(&fixture(&format!("models/{model}")), &LoadOptions::default()).unwrap();
-        for photo in ["skimage_chelsea.png", "sklearn_china.jpg", "skimage_rocket.jpg"] {
+    for model in [
+        "shufflenet-v2-12-f32.onnx",
+        "shufflenet-v2-12-qdq.onnx",
+        "mobilenetv2-12-int8.onnx",
+    ] {
+        let plan = ort
+            .load(
+                &fixture(&format!("models/{model}")),
+                &LoadOptions::default(),
+            )
+            .unwrap();
+        for photo in [
+            "skimage_chelsea.png",
+            "sklearn_china.jpg",
+            "skimage_rocket.jpg",
+        ] {
             let input = read_f32(&format!("{photo}.torchvision.f32"));
-            let want: Vec<f32> = serde_json::from_value(refs["logits"][model][photo].clone()).unwrap();
+            let want: Vec<f32> =
+                serde_json::from_value(refs["logits"][model][photo].clone()).unwrap();
             let got = run_plan(plan.as_ref(), &input);
             let c = cosine(&got, &want);
             assert!(c >= 0.99999, "{model} {photo}: cosine {c}");
@@ -236,10 +303,20 @@ fn tract_agrees_with_onnxruntime_on_pillow_tensors() {
     let tract = TractBackend::new();
     let refs = references();
     for model in ["shufflenet-v2-12-f32.onnx", "shufflenet-v2-12-qdq.onnx"] {
-        let plan = tract.load(&fixture(&format!("models/{model}")), &LoadOptions::default()).unwrap();
-        for photo in ["skimage_chelsea.png", "sklearn_china.jpg", "skimage_rocket.jpg"] {
+        let plan = tract
+            .load(
+                &fixture(&format!("models/{model}")),
+                &LoadOptions::default(),
+            )
+            .unwrap();
+        for photo in [
+            "skimage_chelsea.png",
+            "sklearn_china.jpg",
+            "skimage_rocket.jpg",
+        ] {
             let input = read_f32(&format!("{photo}.torchvision.f32"));
-            let want: Vec<f32> = serde_json::from_value(refs["logits"][model][photo].clone()).unwrap();
+            let want: Vec<f32> =
+                serde_json::from_value(refs["logits"][model][photo].clone()).unwrap();
             let got = run_plan(plan.as_ref(), &input);
             let c = cosine(&got, &want);
             eprintln!("tract {model} {photo}: cosine {c:.6}");
@@ -250,11 +327,17 @@ fn tract_agrees_with_onnxruntime_on_pillow_tensors() {
         }
     }
     let err = tract
-        .load(&fixture("models/mobilenetv2-12-int8.onnx"), &LoadOptions::default())
+        .load(
+            &fixture("models/mobilenetv2-12-int8.onnx"),
+            &LoadOptions::default(),
+        )
         .err()
         .expect("tract is not expected to run com.microsoft contrib ops");
     let msg = err.to_string();
-    assert!(msg.contains("QLinear") || msg.contains("com.microsoft"), "{msg}");
+    assert!(
+        msg.contains("QLinear") || msg.contains("com.microsoft"),
+        "{msg}"
+    );
 }
 
 fn pipeline(backend: &dyn Backend, model: &str) -> CompiledPipeline {
@@ -271,11 +354,17 @@ fn pipeline(backend: &dyn Backend, model: &str) -> CompiledPipeline {
 fn pipelines_classify_the_photos_and_engines_agree() {
     let ort = ort();
     let tract = TractBackend::new();
-    let expected = [("skimage_chelsea.png", 281..=285), ("skimage_coffee.png", 967..=967), ("sklearn_china.jpg", 698..=698)];
+    let expected = [
+        ("skimage_chelsea.png", 281..=285),
+        ("skimage_coffee.png", 967..=967),
+        ("sklearn_china.jpg", 698..=698),
+    ];
     for model in ["mobilenetv2-12-int8.onnx", "shufflenet-v2-12-qdq.onnx"] {
         let p = pipeline(&ort, model);
         for (photo, classes) in expected.clone() {
-            let (r, _) = p.classify(&[&fixture(&format!("images/{photo}"))], 5).unwrap();
+            let (r, _) = p
+                .classify(&[&fixture(&format!("images/{photo}"))], 5)
+                .unwrap();
             let top1 = r[0].top[0].index;
             assert!(classes.contains(&top1), "{model} {photo}: top-1 {top1}");
         }
@@ -287,7 +376,11 @@ fn pipelines_classify_the_photos_and_engines_agree() {
             let (a, _) = po.run_images(&[&bytes]).unwrap();
             let (b, _) = pt.run_images(&[&bytes]).unwrap();
             let (a, b) = (a[0].tensor.as_f32().unwrap(), b[0].tensor.as_f32().unwrap());
-            assert_eq!(argmax(a), argmax(b), "{model} {photo}: engines disagree on top-1");
+            assert_eq!(
+                argmax(a),
+                argmax(b),
+                "{model} {photo}: engines disagree on top-1"
+            );
             if model.contains("f32") {
                 let c = cosine(a, b);
                 assert!(c >= 0.999, "{model} {photo}: cosine {c}");
@@ -301,7 +394,10 @@ fn pipelines_classify_the_photos_and_engines_agree() {
 #[test]
 fn batches_match_single_calls() {
     let p = pipeline(&TractBackend::new(), "shufflenet-v2-12-qdq.onnx");
-    let imgs: Vec<Vec<u8>> = PHOTOS[..3].iter().map(|f| fixture(&format!("images/{f}"))).collect();
+    let imgs: Vec<Vec<u8>> = PHOTOS[..3]
+        .iter()
+        .map(|f| fixture(&format!("images/{f}")))
+        .collect();
     let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
     let (batch, _) = p.classify(&refs, 3).unwrap();
     for (i, one) in refs.iter().enumerate() {
@@ -315,7 +411,11 @@ fn batches_match_single_calls() {
 
 #[test]
 fn non_onnx_files_are_refused() {
-    for bytes in [b"".to_vec(), b"hello, I am text\n".to_vec(), fixture("images/skimage_coffee.png")] {
+    for bytes in [
+        b"".to_vec(),
+        b"hello, I am text\n".to_vec(),
+        fixture("images/skimage_coffee.png"),
+    ] {
         let err = read_model_io(&bytes).unwrap_err();
         assert!(err.to_string().contains("not an ONNX model"), "{err}");
     }

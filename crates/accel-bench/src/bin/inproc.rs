@@ -43,13 +43,22 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.resnet50.exists() {
         std::fs::create_dir_all(args.resnet50.parent().context("resnet50 path")?)?;
-        eprintln!("generating ResNet-50 (random weights) at {}", args.resnet50.display());
+        eprintln!(
+            "generating ResNet-50 (random weights) at {}",
+            args.resnet50.display()
+        );
         std::fs::write(&args.resnet50, resnet::resnet50(50))?;
     }
     let models = [
         ("ResNet-50 fp32 (random weights)", args.resnet50.clone()),
-        ("ShuffleNetV2 fp32", PathBuf::from("fixtures/models/shufflenet-v2-12-f32.onnx")),
-        ("ShuffleNetV2 int8 QDQ", PathBuf::from("fixtures/models/shufflenet-v2-12-qdq.onnx")),
+        (
+            "ShuffleNetV2 fp32",
+            PathBuf::from("fixtures/models/shufflenet-v2-12-f32.onnx"),
+        ),
+        (
+            "ShuffleNetV2 int8 QDQ",
+            PathBuf::from("fixtures/models/shufflenet-v2-12-qdq.onnx"),
+        ),
     ];
     let home = std::env::var_os("ACCEL_HOME")
         .map(PathBuf::from)

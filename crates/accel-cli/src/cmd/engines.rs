@@ -97,16 +97,29 @@ pub fn run(global: &GlobalArgs, a: EnginesArgs) -> anyhow::Result<()> {
                 r.version.as_deref().unwrap_or("?"),
                 r.source.unwrap_or(""),
                 r.execution_providers.join(", "),
-                r.library.as_deref().map(|l| format!(" {l}")).unwrap_or_default()
+                r.library
+                    .as_deref()
+                    .map(|l| format!(" {l}"))
+                    .unwrap_or_default()
             );
         } else {
-            println!("{:<12} not found: {}", r.engine, r.note.as_deref().unwrap_or(""));
+            println!(
+                "{:<12} not found: {}",
+                r.engine,
+                r.note.as_deref().unwrap_or("")
+            );
         }
     }
     let others = discover(&search);
     if others.len() > 1 {
-        println!("(other ONNX Runtime libraries found, lower priority: {})",
-            others[1..].iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", "));
+        println!(
+            "(other ONNX Runtime libraries found, lower priority: {})",
+            others[1..]
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }
@@ -126,9 +139,20 @@ fn install(global: &GlobalArgs, a: &InstallArgs) -> anyhow::Result<()> {
     let dest = global.home()?.join("engines");
     std::fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let tmp = tempfile::tempdir_in(&dest).context("cannot create a temporary directory")?;
-    eprintln!("downloading onnxruntime=={} with {} -m pip ...", a.version, global.python);
+    eprintln!(
+        "downloading onnxruntime=={} with {} -m pip ...",
+        a.version, global.python
+    );
     let status = Command::new(&global.python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "-d",
+        ])
         .arg(tmp.path())
         .arg(format!("onnxruntime=={}", a.version))
         .status();
@@ -159,7 +183,8 @@ fn install(global: &GlobalArgs, a: &InstallArgs) -> anyhow::Result<()> {
 /// through a temporary file and a rename so a half-written library is never seen.
 fn extract_libraries(wheel: &Path, dest: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let file = std::fs::File::open(wheel)?;
-    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{} is not a wheel", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a wheel", wheel.display()))?;
     let mut out = Vec::new();
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i)?;
@@ -167,7 +192,9 @@ fn extract_libraries(wheel: &Path, dest: &Path) -> anyhow::Result<Vec<std::path:
         let Some(file_name) = name.strip_prefix("onnxruntime/capi/") else {
             continue;
         };
-        let is_lib = file_name.starts_with("libonnxruntime") && file_name.contains(".so") && !file_name.contains('/');
+        let is_lib = file_name.starts_with("libonnxruntime")
+            && file_name.contains(".so")
+            && !file_name.contains('/');
         if !is_lib {
             continue;
         }
@@ -181,7 +208,10 @@ fn extract_libraries(wheel: &Path, dest: &Path) -> anyhow::Result<Vec<std::path:
         out.push(target);
     }
     if out.is_empty() {
-        bail!("the wheel {} holds no libonnxruntime shared library", wheel.display());
+        bail!(
+            "the wheel {} holds no libonnxruntime shared library",
+            wheel.display()
+        );
     }
     Ok(out)
 }

@@ -37,14 +37,23 @@ pub struct LoadedModel {
 }
 
 /// Loads `req.model` from `registry`.
-pub fn load_model(global: &GlobalArgs, registry: &Registry, req: &LoadRequest) -> anyhow::Result<LoadedModel> {
+pub fn load_model(
+    global: &GlobalArgs,
+    registry: &Registry,
+    req: &LoadRequest,
+) -> anyhow::Result<LoadedModel> {
     let record = registry.get_model(&req.model)?;
     let bytes = registry.read_blob_verified(&record.sha256)?;
     let labels = registry.labels(&record)?;
     let (backend, engine_note) = select_backend(req.engine, &global.search_paths()?)?;
     let t0 = Instant::now();
     let plan = backend
-        .load(&bytes, &LoadOptions { threads: req.threads })
+        .load(
+            &bytes,
+            &LoadOptions {
+                threads: req.threads,
+            },
+        )
         .with_context(|| format!("loading {}", record.reference()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let pipeline = CompiledPipeline::new(plan, record.spec.clone(), labels, req.limits)?;

@@ -167,7 +167,13 @@ pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .map(|l| {
             let l = l.trim();
             let l = match l.split_once(' ') {
-                Some((id, rest)) if id.len() == 9 && id.starts_with('n') && id[1..].bytes().all(|b| b.is_ascii_digit()) => rest,
+                Some((id, rest))
+                    if id.len() == 9
+                        && id.starts_with('n')
+                        && id[1..].bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    rest
+                }
                 _ => l,
             };
             l.split(',').next().unwrap_or(l).trim().to_string()
@@ -228,7 +234,8 @@ fn requested_spec(a: &RegisterArgs) -> anyhow::Result<PipelineSpec> {
 fn register(global: &GlobalArgs, a: RegisterArgs) -> anyhow::Result<()> {
     accel_core::name::validate_name(&a.name)?;
     // Everything is checked before the registry is touched.
-    let bytes = std::fs::read(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    let bytes =
+        std::fs::read(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
     let io = read_model_io(&bytes).with_context(|| format!("{}", a.path.display()))?;
     drop(bytes);
     let spec = resolve_spec(requested_spec(&a)?, &io)?;
@@ -270,7 +277,10 @@ fn list(global: &GlobalArgs, a: ListArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&records);
     }
-    println!("{:<32} {:>7} {:<10} {:>12} {:<20} TAGS", "NAME", "VERSION", "FORMAT", "SIZE", "CREATED");
+    println!(
+        "{:<32} {:>7} {:<10} {:>12} {:<20} TAGS",
+        "NAME", "VERSION", "FORMAT", "SIZE", "CREATED"
+    );
     for r in &records {
         let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(

@@ -71,14 +71,28 @@ pub fn run(global: &GlobalArgs, a: PredictArgs) -> anyhow::Result<()> {
     let files: Vec<(PathBuf, Vec<u8>)> = a
         .images
         .iter()
-        .map(|p| Ok((p.clone(), std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)))
+        .map(|p| {
+            Ok((
+                p.clone(),
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let registry = global.registry()?;
     let limits = Limits {
         max_image_pixels: a.max_image_pixels,
         ..Limits::default()
     };
-    let loaded = load_model(global, &registry, &LoadRequest { model, engine, threads: a.threads, limits })?;
+    let loaded = load_model(
+        global,
+        &registry,
+        &LoadRequest {
+            model,
+            engine,
+            threads: a.threads,
+            limits,
+        },
+    )?;
     if let Some(note) = &loaded.engine_note {
         eprintln!("note: {note}");
     }
@@ -103,7 +117,10 @@ pub fn run(global: &GlobalArgs, a: PredictArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&report);
     }
-    println!("model {} on {} {}", report.model, report.engine, report.engine_version);
+    println!(
+        "model {} on {} {}",
+        report.model, report.engine, report.engine_version
+    );
     for r in &report.results {
         print_image(r);
     }

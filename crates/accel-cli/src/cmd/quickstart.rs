@@ -60,18 +60,22 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
             tmp.flush()?;
             let io = read_model_io(fixtures::MODEL)?;
             let spec = resolve_spec(Preset::Torchvision.spec(), &io)?;
-            let labels: Vec<String> = serde_json::from_str(fixtures::LABELS_JSON).context("bundled labels")?;
-            let r = registry.register_model(NewModel {
-                name: a.name.clone(),
-                model_file: tmp.path().to_path_buf(),
-                description: "ONNX Model Zoo ShuffleNetV2 (ImageNet-1k), QDQ int8, bundled with accel".into(),
-                tags: BTreeMap::from([("source".into(), "bundled".into())]),
-                properties: BTreeMap::from([("file".into(), fixtures::MODEL_FILE.into())]),
-                format: "onnx".into(),
-                parent: None,
-                spec,
-                labels: Some(labels),
-            })?;
+            let labels: Vec<String> =
+                serde_json::from_str(fixtures::LABELS_JSON).context("bundled labels")?;
+            let r =
+                registry.register_model(NewModel {
+                    name: a.name.clone(),
+                    model_file: tmp.path().to_path_buf(),
+                    description:
+                        "ONNX Model Zoo ShuffleNetV2 (ImageNet-1k), QDQ int8, bundled with accel"
+                            .into(),
+                    tags: BTreeMap::from([("source".into(), "bundled".into())]),
+                    properties: BTreeMap::from([("file".into(), fixtures::MODEL_FILE.into())]),
+                    format: "onnx".into(),
+                    parent: None,
+                    spec,
+                    labels: Some(labels),
+                })?;
             println!("registered {}", r.reference());
             r
         }
@@ -80,7 +84,10 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
         global,
         &registry,
         &LoadRequest {
-            model: NameRef { name: record.name.clone(), version: Some(record.version) },
+            model: NameRef {
+                name: record.name.clone(),
+                version: Some(record.version),
+            },
             engine,
             threads: a.threads,
             limits: Limits::default(),
@@ -119,7 +126,9 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
         end_to_end[end_to_end.len() / 2]
     );
     if plan.engine() == EngineKind::Tract {
-        println!("tip: `accel engines install onnxruntime` provisions ONNX Runtime, the fast engine");
+        println!(
+            "tip: `accel engines install onnxruntime` provisions ONNX Runtime, the fast engine"
+        );
     }
     Ok(())
 }

@@ -45,12 +45,9 @@ pub fn run(global: &GlobalArgs, command: RegistryCommand) -> anyhow::Result<()> 
         }
         if report.is_clean() {
             println!("registry is consistent");
-        } else if report.repaired {
-            println!("repaired what could be repaired");
         }
     }
-    let unrepairable = !report.missing_blobs.is_empty() || !report.corrupt_blobs.is_empty();
-    if unrepairable || (!report.is_clean() && !report.repaired) {
+    if !report.is_clean() {
         bail!("registry is not consistent (see above; --repair removes orphans and temp files)");
     }
     Ok(())

@@ -25,16 +25,10 @@ pub struct TensorInfo {
 }
 
 /// How a plan is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Intra-op threads; `0` means every core.
     pub threads: usize,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions { threads: 0 }
-    }
 }
 
 impl LoadOptions {
@@ -140,10 +134,7 @@ pub fn select_backend(
             Ok(b) => Ok((Box::new(b), None)),
             Err(e) => Ok((
                 Box::new(tract::TractBackend::new()),
-                Some(format!(
-                    "using tract because ONNX Runtime is unavailable ({e}); \
-                     run `accel engines install onnxruntime` for the fast engine"
-                )),
+                Some(format!("using tract: {e}")),
             )),
         },
     }

@@ -42,9 +42,11 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "onnxruntime.dll" || n.starts_with("libonnxruntime.") && n.ends_with(".dylib"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so")
+                    || n == "onnxruntime.dll"
+                    || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
+            })
         })
         .collect();
     // Prefer the most specific name (libonnxruntime.so.1.31.1 over .so).
@@ -259,10 +261,7 @@ fn tensor_info(name: &str, ty: &ValueType) -> Result<TensorInfo, RuntimeError> {
     Ok(TensorInfo {
         name: name.to_string(),
         dtype: dtype_of(elem).ok_or_else(unsupported)?,
-        shape: shape
-            .iter()
-            .map(|&d| usize::try_from(d).ok())
-            .collect(),
+        shape: shape.iter().map(|&d| usize::try_from(d).ok()).collect(),
     })
 }
 
@@ -306,11 +305,21 @@ impl Plan for OrtPlan {
         for (info, t) in self.inputs.iter().zip(inputs) {
             let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
             let v: ort::session::SessionInputValue<'_> = match t.data() {
-                TensorData::F32(d) => TensorRef::from_array_view((shape, &d[..])).map_err(infer_err)?.into(),
-                TensorData::I64(d) => TensorRef::from_array_view((shape, &d[..])).map_err(infer_err)?.into(),
-                TensorData::I32(d) => TensorRef::from_array_view((shape, &d[..])).map_err(infer_err)?.into(),
-                TensorData::U8(d) => TensorRef::from_array_view((shape, &d[..])).map_err(infer_err)?.into(),
-                TensorData::I8(d) => TensorRef::from_array_view((shape, &d[..])).map_err(infer_err)?.into(),
+                TensorData::F32(d) => TensorRef::from_array_view((shape, &d[..]))
+                    .map_err(infer_err)?
+                    .into(),
+                TensorData::I64(d) => TensorRef::from_array_view((shape, &d[..]))
+                    .map_err(infer_err)?
+                    .into(),
+                TensorData::I32(d) => TensorRef::from_array_view((shape, &d[..]))
+                    .map_err(infer_err)?
+                    .into(),
+                TensorData::U8(d) => TensorRef::from_array_view((shape, &d[..]))
+                    .map_err(infer_err)?
+                    .into(),
+                TensorData::I8(d) => TensorRef::from_array_view((shape, &d[..]))
+                    .map_err(infer_err)?
+                    .into(),
                 TensorData::String(_) => {
                     return Err(RuntimeError::InvalidInput(format!(
                         "input {:?}: string tensors go through preprocessing, not to the engine",

@@ -118,11 +118,7 @@ impl Backend for TractBackend {
                         dtype: dtype_of(fact.datum_type).ok_or_else(|| {
                             load_err(format!("unsupported element type {:?}", fact.datum_type))
                         })?,
-                        shape: fact
-                            .shape
-                            .iter()
-                            .map(|d| d.to_usize().ok())
-                            .collect(),
+                        shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
                     })
                 })
                 .collect()
@@ -164,11 +160,41 @@ fn to_tract(t: &Tensor) -> Result<tract_onnx::prelude::Tensor, RuntimeError> {
 fn from_tract(t: &tract_onnx::prelude::Tensor) -> Result<Tensor, RuntimeError> {
     let shape = t.shape().to_vec();
     let data = match t.datum_type() {
-        DatumType::F32 => TensorData::F32(t.to_plain_array_view::<f32>().map_err(infer_err)?.iter().copied().collect()),
-        DatumType::I64 => TensorData::I64(t.to_plain_array_view::<i64>().map_err(infer_err)?.iter().copied().collect()),
-        DatumType::I32 => TensorData::I32(t.to_plain_array_view::<i32>().map_err(infer_err)?.iter().copied().collect()),
-        DatumType::U8 => TensorData::U8(t.to_plain_array_view::<u8>().map_err(infer_err)?.iter().copied().collect()),
-        DatumType::I8 => TensorData::I8(t.to_plain_array_view::<i8>().map_err(infer_err)?.iter().copied().collect()),
+        DatumType::F32 => TensorData::F32(
+            t.to_plain_array_view::<f32>()
+                .map_err(infer_err)?
+                .iter()
+                .copied()
+                .collect(),
+        ),
+        DatumType::I64 => TensorData::I64(
+            t.to_plain_array_view::<i64>()
+                .map_err(infer_err)?
+                .iter()
+                .copied()
+                .collect(),
+        ),
+        DatumType::I32 => TensorData::I32(
+            t.to_plain_array_view::<i32>()
+                .map_err(infer_err)?
+                .iter()
+                .copied()
+                .collect(),
+        ),
+        DatumType::U8 => TensorData::U8(
+            t.to_plain_array_view::<u8>()
+                .map_err(infer_err)?
+                .iter()
+                .copied()
+                .collect(),
+        ),
+        DatumType::I8 => TensorData::I8(
+            t.to_plain_array_view::<i8>()
+                .map_err(infer_err)?
+                .iter()
+                .copied()
+                .collect(),
+        ),
         other => return Err(infer_err(format!("unsupported output type {other:?}"))),
     };
     Tensor::new(shape, data).map_err(infer_err)

@@ -8,7 +8,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use std::io::Cursor;
 
 /// A decoded 8-bit RGB image, row-major, 3 bytes a pixel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RgbImage {
     /// Width in pixels.
     pub width: u32,
@@ -16,6 +16,12 @@ pub struct RgbImage {
     pub height: u32,
     /// `width * height * 3` bytes.
     pub pixels: Vec<u8>,
+}
+
+impl std::fmt::Debug for RgbImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RgbImage({}x{})", self.width, self.height)
+    }
 }
 
 /// Decodes `bytes` (JPEG or PNG, detected from the content, not a file name).
@@ -80,7 +86,9 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), RuntimeError> {
     let eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
     match (sos, eoi) {
         (Some(s), Some(e)) if e > s => Ok(()),
-        (None, _) => Err(RuntimeError::Decode("Jpeg: no image data (no start-of-scan marker)".into())),
+        (None, _) => Err(RuntimeError::Decode(
+            "Jpeg: no image data (no start-of-scan marker)".into(),
+        )),
         _ => Err(RuntimeError::Decode(format!(
             "Jpeg: file is truncated ({} bytes, no end-of-image marker)",
             bytes.len()
@@ -99,7 +107,9 @@ fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), RuntimeE
         });
     }
     if pixels == 0 {
-        return Err(RuntimeError::Decode("image has zero width or height".into()));
+        return Err(RuntimeError::Decode(
+            "image has zero width or height".into(),
+        ));
     }
     Ok(())
 }
@@ -107,8 +117,14 @@ fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), RuntimeE
 /// Width and height as the file's header states them, read without
 /// decoding anything: PNG's IHDR, or JPEG's first start-of-frame marker.
 pub fn header_dimensions(bytes: &[u8], format: ImageFormat) -> Option<(u32, u32)> {
-    let be16 = |i: usize| -> Option<u32> { Some(u32::from(u16::from_be_bytes(bytes.get(i..i + 2)?.try_into().ok()?))) };
-    let be32 = |i: usize| -> Option<u32> { Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?)) };
+    let be16 = |i: usize| -> Option<u32> {
+        Some(u32::from(u16::from_be_bytes(
+            bytes.get(i..i + 2)?.try_into().ok()?,
+        )))
+    };
+    let be32 = |i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
+    };
     match format {
         ImageFormat::Png => {
             (bytes.get(12..16)? == b"IHDR").then_some(())?;
@@ -126,7 +142,8 @@ pub fn header_dimensions(bytes: &[u8], format: ImageFormat) -> Option<(u32, u32)
                     continue;
                 }
                 let len = be16(i + 2)? as usize;
-                let is_sof = (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+                let is_sof =
+                    (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
                 if is_sof {
                     return Some((be16(i + 7)?, be16(i + 5)?));
                 }

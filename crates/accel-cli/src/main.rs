@@ -34,6 +34,13 @@ enum Command {
     Predict(cmd::predict::PredictArgs),
     /// Register the bundled pretrained model and classify the bundled photos.
     Quickstart(cmd::quickstart::QuickstartArgs),
+    /// Serve models over gRPC (TensorFlow Serving, KServe v2) and HTTP.
+    Serve(cmd::serve::ServeArgs),
+    /// Score image files against a running service over gRPC.
+    Score(cmd::score::ScoreArgs),
+    /// Manage services (API keys).
+    #[command(subcommand)]
+    Services(cmd::services::ServicesCommand),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +52,9 @@ fn main() -> ExitCode {
         Command::Engines(a) => cmd::engines::run(&cli.global, a),
         Command::Predict(a) => cmd::predict::run(&cli.global, a),
         Command::Quickstart(a) => cmd::quickstart::run(&cli.global, a),
+        Command::Serve(a) => cmd::serve::run(&cli.global, a),
+        Command::Score(a) => cmd::score::run(a),
+        Command::Services(c) => cmd::services::run(&cli.global, c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

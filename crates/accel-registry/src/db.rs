@@ -59,6 +59,14 @@ const MIGRATIONS: &[&str] = &[
         sha256   TEXT,
         tmp_path TEXT NOT NULL UNIQUE
     );",
+    // 2: API keys of services, stored as sha256 hashes only.
+    "CREATE TABLE service_keys (
+        service TEXT NOT NULL,
+        slot    TEXT NOT NULL CHECK (slot IN ('primary', 'secondary')),
+        sha256  TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (service, slot)
+    ) WITHOUT ROWID;",
 ];
 
 /// Opens (creating if needed) the database at `path`, configures the

@@ -27,6 +27,7 @@ mod check;
 mod db;
 mod delete;
 pub mod error;
+mod keys;
 mod models;
 mod recovery;
 mod register;
@@ -34,6 +35,7 @@ mod validate;
 
 pub use check::CheckReport;
 pub use error::RegistryError;
+pub use keys::{KeySlot, ServiceKey};
 pub use models::{ModelFilter, ModelRecord, NewModel};
 pub use register::CRASH_ENV;
 

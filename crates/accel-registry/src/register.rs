@@ -60,7 +60,7 @@ fn parent_error(e: RegistryError) -> RegistryError {
 }
 
 /// The current time as RFC 3339 UTC, whole seconds.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)

@@ -6,3 +6,6 @@ pub mod models;
 pub mod predict;
 pub mod quickstart;
 pub mod registry;
+pub mod score;
+pub mod serve;
+pub mod services;

@@ -1,0 +1,241 @@
+//! `accel serve`: load models, start gRPC and HTTP listeners, print one
+//! `ready grpc=HOST:PORT http=HOST:PORT` line, serve until SIGTERM/SIGINT,
+//! then drain in-flight requests and exit.
+
+use super::load::{load_model, LoadRequest};
+use crate::context::GlobalArgs;
+use accel_registry::Registry;
+use accel_runtime::engine::EngineChoice;
+use accel_runtime::Limits;
+use accel_server::auth::{ApiKey, KeyHash, KeySource, ServiceKeys};
+use accel_server::executor::Executor;
+use accel_server::metrics::Metrics;
+use accel_server::server::{start, ListenOptions, TlsFiles};
+use accel_server::{RequestCore, Service};
+use anyhow::{bail, Context};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `accel serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A model to serve, NAME or NAME:VERSION (repeatable; pairs with --service by position).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// The service name of the --model at the same position (default: the model name).
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+    /// A TOML file of services: `[[service]]` tables with `model`, and optional `name`, `keys`, `auth`.
+    #[arg(long, env = "ACCEL_SERVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// An accepted API key for every service given by flags (repeatable).
+    #[arg(long = "key", env = "ACCEL_API_KEYS", value_delimiter = ',', hide_env_values = true, value_parser = parse_key)]
+    pub keys: Vec<ApiKey>,
+    /// Require the keys stored in the registry (`accel services keys regenerate`).
+    #[arg(long, env = "ACCEL_AUTH")]
+    pub auth: bool,
+    /// Address to bind.
+    #[arg(long, env = "ACCEL_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// gRPC port (0 = any free port).
+    #[arg(long, env = "ACCEL_GRPC_PORT", default_value_t = 0)]
+    pub grpc_port: u16,
+    /// HTTP port (0 = any free port).
+    #[arg(long, env = "ACCEL_HTTP_PORT", default_value_t = 0)]
+    pub http_port: u16,
+    /// TLS certificate chain (PEM) for both listeners.
+    #[arg(long, env = "ACCEL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "ACCEL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Requests allowed to wait for an engine worker; beyond it, RESOURCE_EXHAUSTED / 429.
+    #[arg(long, env = "ACCEL_QUEUE", default_value_t = 64)]
+    pub queue: usize,
+    /// Engine worker threads (each runs one request at a time).
+    #[arg(long, env = "ACCEL_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Largest batch per request.
+    #[arg(long, env = "ACCEL_MAX_BATCH", default_value_t = Limits::default().max_batch)]
+    pub max_batch: usize,
+    /// Largest image, in pixels (checked against the header before decoding).
+    #[arg(long, env = "ACCEL_MAX_IMAGE_PIXELS", default_value_t = Limits::default().max_image_pixels)]
+    pub max_image_pixels: u64,
+    /// Largest request message (gRPC) or body (HTTP), in bytes.
+    #[arg(long, env = "ACCEL_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// auto, onnxruntime or tract.
+    #[arg(long, env = "ACCEL_ENGINE", default_value = "auto")]
+    pub engine: String,
+    /// Intra-op threads per model (0 = all cores).
+    #[arg(long, env = "ACCEL_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+fn parse_key(s: &str) -> Result<ApiKey, String> {
+    if s.trim().is_empty() {
+        return Err("an API key must not be empty".into());
+    }
+    Ok(ApiKey::new(s.trim()))
+}
+
+/// One service to start.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceEntry {
+    model: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    auth: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    service: Vec<ServiceEntry>,
+}
+
+/// Keys stored (hashed) in the registry, re-read by the server so that
+/// regenerated keys take effect without a restart.
+struct RegistryKeys(Arc<Registry>);
+
+impl KeySource for RegistryKeys {
+    fn key_hashes(&self, service: &str) -> Result<Vec<KeyHash>, String> {
+        let keys = self.0.service_keys(service).map_err(|e| e.to_string())?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| KeyHash::from_hex(&k.sha256))
+            .collect())
+    }
+}
+
+fn entries(a: &ServeArgs) -> anyhow::Result<Vec<ServiceEntry>> {
+    let mut out = Vec::new();
+    if let Some(path) = &a.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let cfg: ConfigFile =
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        out.extend(cfg.service);
+    }
+    if a.services.len() > a.models.len() {
+        bail!(
+            "{} --service names for {} --model flags",
+            a.services.len(),
+            a.models.len()
+        );
+    }
+    for (i, m) in a.models.iter().enumerate() {
+        out.push(ServiceEntry {
+            model: m.clone(),
+            name: a.services.get(i).cloned(),
+            keys: vec![],
+            auth: a.auth,
+        });
+    }
+    if out.is_empty() {
+        bail!("nothing to serve: give --model NAME[:VERSION] or --config FILE");
+    }
+    Ok(out)
+}
+
+/// Runs the server until a signal.
+pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
+    let engine: EngineChoice = a.engine.parse()?;
+    let registry = Arc::new(global.registry()?);
+    let limits = Limits {
+        max_image_pixels: a.max_image_pixels,
+        max_batch: a.max_batch,
+        ..Limits::default()
+    };
+    let mut services = Vec::new();
+    for entry in entries(&a)? {
+        let model = entry.model.parse()?;
+        let loaded = load_model(
+            global,
+            &registry,
+            &LoadRequest {
+                model,
+                engine,
+                threads: a.threads,
+                limits,
+            },
+        )?;
+        if let Some(note) = &loaded.engine_note {
+            eprintln!("note: {note}");
+        }
+        let name = entry
+            .name
+            .clone()
+            .unwrap_or_else(|| loaded.record.name.clone());
+        accel_core::name::validate_name(&name)?;
+        if services.iter().any(|s: &Service| s.name == name) {
+            bail!("service {name:?} is given twice");
+        }
+        let mut fixed: Vec<ApiKey> = entry.keys.iter().map(ApiKey::new).collect();
+        if a.config.is_none() || entry.auth == a.auth {
+            fixed.extend(a.keys.iter().cloned());
+        }
+        let source: Option<Arc<dyn KeySource>> = entry
+            .auth
+            .then(|| Arc::new(RegistryKeys(Arc::clone(&registry))) as Arc<dyn KeySource>);
+        if entry.auth && registry.service_keys(&name)?.is_empty() {
+            eprintln!("warning: service {name:?} requires keys but has none yet; run `accel services keys regenerate {name}`");
+        }
+        tracing::info!(service = %name, model = %loaded.record.reference(), engine = %loaded.pipeline.plan().engine(), "loaded");
+        services.push(Service {
+            keys: ServiceKeys::new(&name, &fixed, source),
+            name,
+            model_name: loaded.record.name.clone(),
+            version: loaded.record.version,
+            pipeline: Arc::new(loaded.pipeline),
+        });
+    }
+    let core = Arc::new(RequestCore::new(
+        services,
+        Executor::new(a.workers, a.queue),
+        Arc::new(Metrics::new()),
+    ));
+    core.warm_up()?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let opts = ListenOptions {
+        host: a.host.clone(),
+        grpc_port: a.grpc_port,
+        http_port: a.http_port,
+        tls,
+        max_message_bytes: a.max_message_bytes,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("accel-io")
+        .build()?;
+    runtime.block_on(async {
+        let server = start(Arc::clone(&core), &opts).await?;
+        println!("ready grpc={} http={}", server.grpc_addr, server.http_addr);
+        std::io::stdout().flush()?;
+        wait_for_signal().await;
+        eprintln!("shutting down: draining in-flight requests");
+        server.shutdown(&core).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

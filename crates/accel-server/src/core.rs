@@ -1,0 +1,342 @@
+//! The request core: every transport's requests go through here. Routing,
+//! authentication, validation, admission, execution on the engine workers,
+//! deadlines, timing and metrics happen once, in this order.
+
+use crate::auth::{ApiKey, ServiceKeys};
+use crate::error::ServeError;
+use crate::executor::Executor;
+use crate::metrics::{Metrics, StageTimes};
+use crate::request::{InferRequest, InferResponse, NamedInput, Target};
+use crate::status::code_label;
+use accel_core::spec::InputKind;
+use accel_core::{DType, ErrorKind, TensorData};
+use accel_runtime::pipeline::NamedOutput;
+use accel_runtime::CompiledPipeline;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One served model.
+#[derive(Debug)]
+pub struct Service {
+    /// Service name (what clients route to).
+    pub name: String,
+    /// Registered model name.
+    pub model_name: String,
+    /// Registered model version.
+    pub version: u32,
+    /// The compiled pipeline.
+    pub pipeline: Arc<CompiledPipeline>,
+    /// Accepted API keys.
+    pub keys: ServiceKeys,
+}
+
+impl Service {
+    /// Every name a client may use for the input.
+    pub fn input_names(&self) -> Vec<&str> {
+        let spec = self.pipeline.spec();
+        std::iter::once(spec.input_name.as_str())
+            .chain(spec.input_aliases.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Whether the pipeline takes encoded images.
+    pub fn takes_images(&self) -> bool {
+        self.pipeline.spec().input_kind == InputKind::EncodedImages
+    }
+}
+
+/// The prefix of the Azure ML routing header's value.
+pub const ROUTE_PREFIX: &str = "/api/v1/service/";
+
+/// The shared request core.
+#[derive(Debug)]
+pub struct RequestCore {
+    services: Vec<Arc<Service>>,
+    executor: Arc<Executor>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl RequestCore {
+    /// A core serving `services` on `executor`.
+    pub fn new(services: Vec<Service>, executor: Arc<Executor>, metrics: Arc<Metrics>) -> Self {
+        RequestCore {
+            services: services.into_iter().map(Arc::new).collect(),
+            executor,
+            metrics,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The services.
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Ready means every model is loaded and warmed up.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Runs one warm-up inference per service, then turns ready.
+    pub fn warm_up(&self) -> Result<(), ServeError> {
+        for s in &self.services {
+            s.pipeline.warm_up()?;
+        }
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops accepting work and waits for queued requests to finish.
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.executor.shutdown();
+    }
+
+    /// Picks the service a request is for: an explicit name, else the Azure
+    /// routing header, else the only service.
+    pub fn route(&self, target: &Target) -> Result<Arc<Service>, ServeError> {
+        let service = if let Some(name) = target.name.as_deref().filter(|n| !n.is_empty()) {
+            self.by_name(name)?
+        } else if let Some(route) = target.route.as_deref() {
+            let name = route
+                .strip_prefix(ROUTE_PREFIX)
+                .unwrap_or(route)
+                .trim_matches('/');
+            self.by_name(name)?
+        } else if let [only] = self.services.as_slice() {
+            Arc::clone(only)
+        } else {
+            return Err(ServeError::invalid(format!(
+                "this server hosts {} services; name one (model_spec.name, the model in the URL, \
+                 or the x-ms-aml-grpc-service-route header)",
+                self.services.len()
+            )));
+        };
+        if let Some(v) = target.version {
+            if v != u64::from(service.version) {
+                return Err(ServeError::not_found(format!(
+                    "service {:?} serves version {}, not {v}",
+                    service.name, service.version
+                )));
+            }
+        }
+        Ok(service)
+    }
+
+    fn by_name(&self, name: &str) -> Result<Arc<Service>, ServeError> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                ServeError::not_found(format!(
+                    "no service named {name:?} (this server has: {})",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Routing plus authentication, for metadata calls.
+    pub fn authorize(
+        &self,
+        target: &Target,
+        key: Option<&ApiKey>,
+    ) -> Result<Arc<Service>, ServeError> {
+        let service = self.route(target)?;
+        service.keys.check(key)?;
+        Ok(service)
+    }
+
+    /// Runs one inference request end to end, counting it in the metrics.
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse, ServeError> {
+        let protocol = req.protocol.label();
+        let service_name = self
+            .route(&req.target)
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|_| "unknown".into());
+        let result = self.infer_inner(req).await;
+        let code = code_label(result.as_ref().err().map(|e| e.kind));
+        self.metrics.count(&service_name, protocol, code);
+        if let Err(e) = &result {
+            tracing::debug!(service = %service_name, protocol, code, error = %e.message, "request failed");
+        }
+        result
+    }
+
+    async fn infer_inner(&self, req: InferRequest) -> Result<InferResponse, ServeError> {
+        let arrived = Instant::now();
+        let deadline = req.timeout.map(|t| arrived + t);
+        if req.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(deadline_exceeded());
+        }
+        let service = self.authorize(&req.target, req.api_key.as_ref())?;
+        let input = validate_inputs(&service, req.inputs)?;
+        let outputs = select_outputs(&service, &req.output_filter)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job_service = Arc::clone(&service);
+        self.executor.submit(move || {
+            let started = Instant::now();
+            if deadline.is_some_and(|d| started >= d) {
+                let _ = tx.send(Err(deadline_exceeded()));
+                return;
+            }
+            let _ = tx.send(run(&job_service, input, started).map(|(o, t)| (o, t, started)));
+        })?;
+        let answer = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), rx)
+                .await
+                .map_err(|_| deadline_exceeded())?,
+            None => rx.await,
+        };
+        let (raw, mut times, started) = answer
+            .map_err(|_| ServeError::new(ErrorKind::Internal, "the engine worker stopped"))??;
+        times.queue_wait = started - arrived;
+        times.total = arrived.elapsed();
+        self.metrics.observe(&service.name, &times);
+        let outputs = outputs
+            .into_iter()
+            .map(|(label, ix)| (label, raw[ix].clone()))
+            .collect();
+        Ok(InferResponse {
+            service: service.name.clone(),
+            version: service.version,
+            outputs,
+            arrived,
+        })
+    }
+}
+
+fn deadline_exceeded() -> ServeError {
+    ServeError::new(
+        ErrorKind::DeadlineExceeded,
+        "deadline exceeded before the model ran",
+    )
+}
+
+/// The model-ready input after validation.
+enum Input {
+    Images(Vec<Vec<u8>>),
+    Tensor(accel_core::Tensor),
+}
+
+fn validate_inputs(service: &Service, inputs: Vec<NamedInput>) -> Result<Input, ServeError> {
+    let names = service.input_names();
+    let mut inputs = inputs.into_iter();
+    let (Some(input), None) = (inputs.next(), inputs.next()) else {
+        return Err(ServeError::invalid(format!(
+            "expected exactly one input, named {:?} (or one of {:?})",
+            names[0],
+            &names[1..]
+        )));
+    };
+    if !names.contains(&input.name.as_str()) {
+        return Err(ServeError::invalid(format!(
+            "unknown input {:?}; this model takes {:?} (aliases: {:?})",
+            input.name,
+            names[0],
+            &names[1..]
+        )));
+    }
+    if !service.takes_images() {
+        return Ok(Input::Tensor(input.tensor));
+    }
+    if input.tensor.dtype() != DType::String {
+        return Err(ServeError::invalid(format!(
+            "input {:?} takes encoded images as a string (DT_STRING / BYTES) tensor, got dtype {}",
+            input.name,
+            input.tensor.dtype()
+        )));
+    }
+    let shape = input.tensor.shape().to_vec();
+    if shape.len() != 1 {
+        return Err(ServeError::invalid(format!(
+            "input {:?} must have shape [N] (one encoded image per element), got shape {shape:?}",
+            input.name
+        )));
+    }
+    let max = service.pipeline.limits().max_batch;
+    if shape[0] == 0 || shape[0] > max {
+        return Err(ServeError::invalid(format!(
+            "batch of {} images is outside the allowed 1..={max}",
+            shape[0]
+        )));
+    }
+    let (_, data) = input.tensor.into_parts();
+    let TensorData::String(images) = data else {
+        unreachable!("dtype checked above")
+    };
+    Ok(Input::Images(images))
+}
+
+/// Which pipeline outputs to return, each labelled with the name the client
+/// asked for (or the first alias / the model's name when it asked for none).
+fn select_outputs(
+    service: &Service,
+    filter: &[String],
+) -> Result<Vec<(String, usize)>, ServeError> {
+    let outputs = &service.pipeline.spec().outputs;
+    if filter.is_empty() {
+        return Ok(outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                (
+                    o.aliases.first().cloned().unwrap_or_else(|| o.name.clone()),
+                    i,
+                )
+            })
+            .collect());
+    }
+    filter
+        .iter()
+        .map(|want| {
+            outputs
+                .iter()
+                .position(|o| &o.name == want || o.aliases.contains(want))
+                .map(|i| (want.clone(), i))
+                .ok_or_else(|| {
+                    let have: Vec<String> = outputs
+                        .iter()
+                        .flat_map(|o| {
+                            std::iter::once(o.name.clone()).chain(o.aliases.iter().cloned())
+                        })
+                        .collect();
+                    ServeError::invalid(format!("unknown output {want:?}; this model has {have:?}"))
+                })
+        })
+        .collect()
+}
+
+fn run(
+    service: &Service,
+    input: Input,
+    started: Instant,
+) -> Result<(Vec<NamedOutput>, StageTimes), ServeError> {
+    let pipeline = &service.pipeline;
+    let tensor = match input {
+        Input::Images(images) => {
+            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+            pipeline.preprocess(&refs)?
+        }
+        Input::Tensor(t) => t,
+    };
+    let preprocessed = Instant::now();
+    let outputs = pipeline.infer(&tensor)?;
+    Ok((
+        outputs,
+        StageTimes {
+            queue_wait: Duration::ZERO,
+            preprocess: preprocessed - started,
+            inference: preprocessed.elapsed(),
+            total: Duration::ZERO,
+        },
+    ))
+}

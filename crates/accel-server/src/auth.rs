@@ -209,7 +209,7 @@ mod tests {
         let stored = ApiKey::generate().unwrap();
         let keys = ServiceKeys::new(
             "svc",
-            &[good.clone()],
+            std::slice::from_ref(&good),
             Some(Arc::new(Fixed(vec![stored.hash()]))),
         );
         assert_eq!(

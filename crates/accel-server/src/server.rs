@@ -89,6 +89,13 @@ fn rustls_config(tls: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, StartError
 }
 
 /// Binds both listeners and starts serving `core`.
+///
+/// Both listeners are served by the same hyper connection loop (HTTP/1.1
+/// and HTTP/2, plaintext or TLS): the gRPC services are tonic services
+/// mounted on a router, not tonic's own transport, so the `grpc-timeout`
+/// deadline is enforced by the request core alone and an expired deadline
+/// is answered `DEADLINE_EXCEEDED` (tonic's transport would answer
+/// `CANCELLED`).
 pub async fn start(
     core: Arc<RequestCore>,
     opts: &ListenOptions,
@@ -107,6 +114,10 @@ pub async fn start(
             addr: opts.host.clone(),
             source,
         })?;
+    let acceptor = match &opts.tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(rustls_config(tls)?)),
+        None => None,
+    };
     let (stop, stop_rx) = watch::channel(false);
 
     let max = opts.max_message_bytes;
@@ -116,88 +127,76 @@ pub async fn start(
     let kserve = GrpcInferenceServiceServer::new(KserveService::new(Arc::clone(&core)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &opts.tls {
-        let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-    }
-    let grpc_router = builder.add_service(tfs).add_service(kserve);
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let mut rx = stop_rx.clone();
-    let grpc_task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = grpc_router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    });
-
-    let app = router(
+    let grpc_app = tonic::service::Routes::new(tfs)
+        .add_service(kserve)
+        .prepare()
+        .into_axum_router();
+    let http_app = router(
         Arc::clone(&core),
         HttpLimits {
             max_body_bytes: max,
         },
     );
-    let rx = stop_rx.clone();
-    let http_task = match &opts.tls {
-        None => tokio::spawn(async move {
-            let mut rx = rx;
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(http_listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        }),
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(rustls_config(tls)?);
-            tokio::spawn(serve_https(http_listener, acceptor, app, rx))
-        }
-    };
+    let tasks = vec![
+        tokio::spawn(serve(
+            grpc_listener,
+            acceptor.clone(),
+            grpc_app,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(serve(http_listener, acceptor, http_app, stop_rx)),
+    ];
     Ok(RunningServer {
         grpc_addr,
         http_addr,
         stop,
-        tasks: vec![grpc_task, http_task],
+        tasks,
     })
 }
 
-async fn serve_https(
+/// How long shutdown waits for open connections to finish their requests.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn serve(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => break,
         };
         let Ok((tcp, _)) = accepted else { continue };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
-        let app = app.clone();
         tokio::spawn(async move {
-            // A plaintext client fails the handshake here and is dropped.
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await;
+            let builder = Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    // A plaintext client fails the handshake here and is dropped.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
         });
     }
+    // Stop accepting; let open connections finish what they are doing.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
 }
 
 impl RunningServer {

@@ -48,18 +48,16 @@ fn target(name: &str, version: &str) -> Result<Target, ServeError> {
     })
 }
 
+/// Name, KServe datatype and shape (`-1` where dynamic) of one tensor.
+pub type TensorMeta = (String, &'static str, Vec<i64>);
+
 /// The engine's KServe platform name.
 pub fn platform(service: &Service) -> String {
     format!("{}_onnx", service.pipeline.plan().engine())
 }
 
 /// Input and output metadata of a service, as KServe describes tensors.
-pub fn tensor_metadata(
-    service: &Service,
-) -> (
-    Vec<(String, &'static str, Vec<i64>)>,
-    Vec<(String, &'static str, Vec<i64>)>,
-) {
+pub fn tensor_metadata(service: &Service) -> (Vec<TensorMeta>, Vec<TensorMeta>) {
     let plan = service.pipeline.plan();
     let spec = service.pipeline.spec();
     let dims = |shape: &[Option<usize>]| -> Vec<i64> {
@@ -128,7 +126,7 @@ fn le<T, const N: usize>(
     raw: &[u8],
     f: fn([u8; N]) -> T,
 ) -> Result<Vec<T>, ServeError> {
-    if raw.len() % N != 0 {
+    if !raw.len().is_multiple_of(N) {
         return Err(ServeError::invalid(format!(
             "input {name:?}: raw contents of {} bytes is not a multiple of {N}",
             raw.len()
@@ -248,7 +246,7 @@ impl GrpcInferenceService for KserveService {
             .core
             .authorize(&target(&r.name, &r.version)?, key.as_ref())?;
         let (inputs, outputs) = tensor_metadata(&service);
-        let meta = |v: Vec<(String, &'static str, Vec<i64>)>| {
+        let meta = |v: Vec<TensorMeta>| {
             v.into_iter()
                 .map(|(name, datatype, shape)| TensorMetadata {
                     name,

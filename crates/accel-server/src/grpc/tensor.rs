@@ -89,7 +89,7 @@ fn from_le<T, const N: usize>(
     bytes: &[u8],
     f: fn([u8; N]) -> T,
 ) -> Result<Vec<T>, ServeError> {
-    if bytes.len() % N != 0 {
+    if !bytes.len().is_multiple_of(N) {
         return Err(ServeError::invalid(format!(
             "input {name:?}: tensor_content has {} bytes, not a multiple of {N}",
             bytes.len()

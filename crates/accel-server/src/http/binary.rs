@@ -122,7 +122,7 @@ fn chunks<const N: usize, T>(
     what: &str,
     f: impl Fn([u8; N]) -> T,
 ) -> Result<Vec<T>, String> {
-    if data.len() % N != 0 {
+    if !data.len().is_multiple_of(N) {
         return Err(format!(
             "{} bytes of {what} data is not a whole number of {N}-byte elements",
             data.len()

@@ -7,7 +7,7 @@ use super::common::{
     ModelPath,
 };
 use super::meta;
-use super::values::{decode_b64, flatten, BytesAs, Flat};
+use super::values::{b64_text, decode_b64, flatten, BytesAs, Flat};
 use crate::error::ServeError;
 use crate::request::{InferRequest, InferResponse, NamedInput, Protocol};
 use accel_core::{DType, ErrorKind, Tensor, TensorData};
@@ -391,7 +391,7 @@ fn json_data(ty: WireType, leaves: &[&Value]) -> Result<TensorData, String> {
                 .map(|(i, v)| {
                     let text = match v {
                         Value::String(s) => s.as_str(),
-                        other => super::values::b64_text(other).ok_or_else(|| {
+                        other => b64_text(other).ok_or_else(|| {
                             format!("BYTES element {i} must be a base64 string or a {{\"b64\": ...}} object")
                         })?,
                     };
@@ -552,9 +552,9 @@ mod tests {
     #[test]
     fn tritonclient_binary_request() {
         let header = json!({"inputs": [{"name": "input", "shape": [2], "datatype": "BYTES",
-            "parameters": {"binary_data_size": 13}}], "parameters": {"binary_data_output": true, "timeout": 2500}});
+            "parameters": {"binary_data_size": 17}}], "parameters": {"binary_data_output": true, "timeout": 2500}});
         let mut binary = binary::write_bytes_elements(&[b"jpeg".to_vec(), b"png!!".to_vec()]);
-        assert_eq!(binary.len(), 13);
+        assert_eq!(binary.len(), 17);
         let p = parse_request(header.to_string().as_bytes(), &binary).unwrap();
         assert_eq!(
             p.inputs[0].tensor.data(),

@@ -36,6 +36,8 @@ enum Command {
     Quickstart(cmd::quickstart::QuickstartArgs),
     /// Serve models over gRPC (TensorFlow Serving, KServe v2) and HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Measure a running service: latency percentiles and throughput.
+    Bench(cmd::bench::BenchArgs),
     /// Score image files against a running service over gRPC.
     Score(cmd::score::ScoreArgs),
     /// Manage services (API keys).
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Quickstart(a) => cmd::quickstart::run(&cli.global, a),
         Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Score(a) => cmd::score::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Services(c) => cmd::services::run(&cli.global, c),
     };
     match result {

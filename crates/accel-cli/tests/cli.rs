@@ -457,3 +457,100 @@ fn kill_9_during_register_leaves_a_consistent_registry() {
         ]);
     }
 }
+
+/// `accel serve` + `accel score` (our client, Azure PredictionClient's wire
+/// shape) + `accel bench`: right answers, keys enforced, SIGTERM exits.
+#[test]
+fn serve_score_and_bench_over_grpc() {
+    use std::io::{BufRead, BufReader};
+    let h = Home::new();
+    h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
+    let mut server = h
+        .cmd()
+        .args([
+            "serve",
+            "--model",
+            "shuffle",
+            "--service",
+            "svc",
+            "--key",
+            "k-123",
+            "--engine",
+            "tract",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("ready grpc=127.0.0.1:") && line.contains(" http=127.0.0.1:"),
+        "{line}"
+    );
+    let grpc = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .unwrap()
+        .to_string();
+    let coffee = fixture("images/skimage_coffee.png");
+    let coffee = coffee.to_str().unwrap();
+    let v = h.json(&[
+        "score",
+        &grpc,
+        "--service",
+        "svc",
+        "--key",
+        "k-123",
+        coffee,
+        "--json",
+    ]);
+    assert_eq!(v["results"][0]["top"][0]["index"], 967, "{v}");
+    assert_eq!(v["results"][0]["top"][0]["label"], "espresso");
+    let err = h.fails(&["score", &grpc, "--service", "svc", "--key", "wrong", coffee]);
+    assert!(
+        err.contains("Unauthenticated") && err.contains("wrong API key"),
+        "{err}"
+    );
+    let err = h.fails(&["score", &grpc, "--service", "svc", coffee]);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let err = h.fails(&[
+        "score",
+        &grpc,
+        "--service",
+        "nosuch",
+        "--key",
+        "k-123",
+        coffee,
+    ]);
+    assert!(err.contains("NotFound") && err.contains("nosuch"), "{err}");
+    let b = h.json(&[
+        "bench",
+        &grpc,
+        "--service",
+        "svc",
+        "--key",
+        "k-123",
+        coffee,
+        "--requests",
+        "6",
+        "--warmup",
+        "1",
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(b["requests"], 6, "{b}");
+    assert_eq!(b["errors"], 0, "{b}");
+    assert!(b["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(b["throughput_rps"].as_f64().unwrap() > 0.0);
+    // SIGTERM: drains and exits.
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+}

@@ -6,6 +6,8 @@
 //! Retries with exponential backoff on `UNAVAILABLE`, never on caller errors.
 #![deny(missing_docs)]
 
+pub mod bench;
+
 use accel_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use accel_proto::tensorflow::serving::PredictRequest;
 use accel_proto::tensorflow::{tensor_shape_proto::Dim, DataType, TensorProto, TensorShapeProto};
@@ -99,6 +101,7 @@ pub struct Output {
 #[derive(Debug, Clone)]
 pub struct Client {
     stub: PredictionServiceClient<Channel>,
+    channel: Channel,
     opts: ClientOptions,
 }
 
@@ -129,7 +132,8 @@ impl Client {
         }
         let channel = endpoint.connect_lazy();
         Ok(Client {
-            stub: PredictionServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            stub: PredictionServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            channel,
             opts,
         })
     }
@@ -193,6 +197,16 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The underlying channel (shared by other stubs).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.opts.service
     }
 
     /// Scores one image file.

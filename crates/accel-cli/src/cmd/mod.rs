@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod engines;
 pub mod load;
 pub mod models;

@@ -467,7 +467,12 @@ fn serve_score_and_bench_over_grpc() {
     h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
     let mut server = h
         .cmd()
+        .env(
+            "ACCEL_LOG",
+            "accel=debug,accel_server=debug,accel_runtime=debug",
+        )
         .args([
+            "--verbose",
             "serve",
             "--model",
             "shuffle",
@@ -479,7 +484,7 @@ fn serve_score_and_bench_over_grpc() {
             "tract",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -551,6 +556,10 @@ fn serve_score_and_bench_over_grpc() {
         .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
-    let status = server.wait().unwrap();
-    assert!(status.success(), "serve exited with {status}");
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success(), "serve exited with {}", out.status);
+    // Debug logs of every request and of start-up never show the key.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("request_id"), "no request log lines: {log}");
+    assert!(!log.contains("k-123"), "the API key leaked into the logs");
 }

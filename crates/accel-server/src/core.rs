@@ -12,7 +12,7 @@ use accel_core::spec::InputKind;
 use accel_core::{DType, ErrorKind, TensorData};
 use accel_runtime::pipeline::NamedOutput;
 use accel_runtime::CompiledPipeline;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,7 @@ pub struct RequestCore {
     executor: Arc<Executor>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+    next_id: AtomicU64,
 }
 
 impl RequestCore {
@@ -66,6 +67,7 @@ impl RequestCore {
             executor,
             metrics,
             ready: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
         }
     }
 
@@ -155,18 +157,28 @@ impl RequestCore {
         Ok(service)
     }
 
-    /// Runs one inference request end to end, counting it in the metrics.
+    /// Runs one inference request end to end, counting it in the metrics
+    /// and logging it (at debug level) under a request id.
     pub async fn infer(&self, req: InferRequest) -> Result<InferResponse, ServeError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let protocol = req.protocol.label();
         let service_name = self
             .route(&req.target)
             .map(|s| s.name.clone())
             .unwrap_or_else(|_| "unknown".into());
-        let result = self.infer_inner(req).await;
+        let span = tracing::debug_span!("request", request_id, service = %service_name, protocol);
+        let result = tracing::Instrument::instrument(self.infer_inner(req), span.clone()).await;
         let code = code_label(result.as_ref().err().map(|e| e.kind));
         self.metrics.count(&service_name, protocol, code);
-        if let Err(e) = &result {
-            tracing::debug!(service = %service_name, protocol, code, error = %e.message, "request failed");
+        let _entered = span.enter();
+        match &result {
+            Ok(r) => tracing::debug!(
+                request_id,
+                code,
+                elapsed_ms = r.arrived.elapsed().as_secs_f64() * 1e3,
+                "answered"
+            ),
+            Err(e) => tracing::debug!(request_id, code, error = %e.message, "failed"),
         }
         result
     }

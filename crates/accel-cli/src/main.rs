@@ -64,7 +64,9 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the chain of causes, outermost first.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", msg.join(": "));
+            // Some causes (TOML, JSON parsers) span lines: fold them into one.
+            let msg = msg.join(": ").split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }

@@ -563,3 +563,62 @@ fn serve_score_and_bench_over_grpc() {
     assert!(log.contains("request_id"), "no request log lines: {log}");
     assert!(!log.contains("k-123"), "the API key leaked into the logs");
 }
+
+/// `accel serve --config FILE`: several services, per-service keys.
+#[test]
+fn serve_config_file_hosts_several_services() {
+    use std::io::{BufRead, BufReader};
+    let h = Home::new();
+    h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
+    let cfg = h.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        "[[service]]\nname = \"open\"\nmodel = \"shuffle:1\"\n\n[[service]]\nname = \"locked\"\nmodel = \"shuffle\"\nkeys = [\"s3cret\"]\n",
+    )
+    .unwrap();
+    let mut server = h
+        .cmd()
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--engine",
+            "tract",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let grpc = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let china = fixture("images/sklearn_china.jpg");
+    let china = china.to_str().unwrap();
+    let v = h.json(&["score", &grpc, "--service", "open", china, "--json"]);
+    assert_eq!(v["results"][0]["top"][0]["index"], 698, "{v}");
+    let err = h.fails(&["score", &grpc, "--service", "locked", china]);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let v = h.json(&[
+        "score",
+        &grpc,
+        "--service",
+        "locked",
+        "--key",
+        "s3cret",
+        china,
+        "--json",
+    ]);
+    assert_eq!(v["results"][0]["top"][0]["index"], 698, "{v}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let bad = h.path().join("bad.toml");
+    std::fs::write(&bad, "[[service]]\nmodel = \"shuffle\"\nbogus = 1\n").unwrap();
+    let err = h.fails(&["serve", "--config", bad.to_str().unwrap()]);
+    assert!(err.contains("bogus"), "{err}");
+}

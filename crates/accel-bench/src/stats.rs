@@ -6,7 +6,8 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
         return f64::NAN;
     }
     samples.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    // The epsilon keeps 99 % of 100 at rank 99 despite float rounding.
+    let rank = ((p / 100.0) * samples.len() as f64 - 1e-9).ceil() as usize;
     samples[rank.clamp(1, samples.len()) - 1]
 }
 

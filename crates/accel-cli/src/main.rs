@@ -65,7 +65,11 @@ fn main() -> ExitCode {
             // One line: the chain of causes, outermost first.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             // Some causes (TOML, JSON parsers) span lines: fold them into one.
-            let msg = msg.join(": ").split_whitespace().collect::<Vec<_>>().join(" ");
+            let msg = msg
+                .join(": ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }

@@ -190,6 +190,23 @@ fn predict_finds_the_known_classes_on_both_engines() {
                 > 0.0
         );
     }
+    // The int8 MobileNetV2 (com.microsoft contrib ops) runs on ONNX Runtime.
+    h.register("mobilenet", "mobilenetv2-12-int8.onnx");
+    let mut args = vec!["predict", "mobilenet", "--json", "--engine", "onnxruntime"];
+    args.extend(imgs.iter().map(|p| p.to_str().unwrap()));
+    let v = h.json(&args);
+    let top1: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["top"][0]["index"].as_u64().unwrap())
+        .collect();
+    assert!(
+        (281..=285).contains(&top1[0]),
+        "mobilenet: chelsea {}",
+        top1[0]
+    );
+    assert_eq!(&top1[1..], [967, 698], "mobilenet");
 }
 
 #[test]
@@ -203,6 +220,13 @@ fn quickstart_runs_on_embedded_defaults() {
     assert!(out.contains("espresso"), "{out}");
     assert!(out.contains("palace"), "{out}");
     assert!(out.contains("median latency"), "{out}");
+    assert!(out.contains("(over gRPC, TF Serving Predict)"), "{out}");
+    assert!(out.contains("median end-to-end latency over gRPC"), "{out}");
+    assert_eq!(
+        out.matches("espresso").count(),
+        2,
+        "in process and over gRPC: {out}"
+    );
     // A second run reuses the registered model.
     let again = h.ok(&["quickstart", "--runs", "1"]);
     assert!(

@@ -107,7 +107,10 @@ pub struct Tensor {
 impl Tensor {
     /// Builds a tensor, checking that the shape matches the number of elements.
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, CoreError> {
-        let expected = shape.iter().product::<usize>();
+        let expected = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX);
         if expected != data.len() {
             return Err(CoreError::Shape {
                 shape,
@@ -161,5 +164,7 @@ mod tests {
         assert!(Tensor::from_f32(vec![2, 3], vec![0.0; 6]).is_ok());
         let err = Tensor::from_f32(vec![2, 3], vec![0.0; 5]).unwrap_err();
         assert!(err.to_string().contains("needs 6 elements, got 5"), "{err}");
+        // An overflowing shape is refused, not wrapped around.
+        assert!(Tensor::from_f32(vec![1 << 40, 1 << 40, 1 << 40], vec![]).is_err());
     }
 }

@@ -41,7 +41,15 @@ impl Executor {
                             guard.recv()
                         };
                         match job {
-                            Ok(job) => job(),
+                            // A panicking job drops its reply channel (the
+                            // caller gets INTERNAL); the worker lives on.
+                            Ok(job) => {
+                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                                    .is_err()
+                                {
+                                    tracing::error!("an engine job panicked");
+                                }
+                            }
                             Err(_) => break,
                         }
                     })
@@ -125,5 +133,15 @@ mod tests {
         assert_eq!(got, [0, 1, 2]);
         ex.shutdown();
         assert_eq!(ex.submit(|| {}).unwrap_err().kind, ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_kill_its_worker() {
+        let ex = Executor::new(1, 4);
+        let (done_tx, done_rx) = channel::<usize>();
+        ex.submit(|| panic!("boom")).unwrap();
+        ex.submit(move || done_tx.send(7).unwrap()).unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
+        ex.shutdown();
     }
 }

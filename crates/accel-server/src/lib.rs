@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod request;
 pub mod server;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use crate::core::{RequestCore, Service};
 pub use error::{ServeError, StartError};

@@ -1,9 +1,11 @@
 //! `accel bench ADDRESS --service NAME FILE...`: latency percentiles and
 //! throughput of a running service under closed-loop concurrency.
 
+use super::serve::parse_key;
 use crate::output::print_json;
 use accel_client::bench::{run as run_bench, BenchPlan, BenchProtocol};
 use accel_client::{Client, ClientOptions};
+use accel_server::auth::ApiKey;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -45,8 +47,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
     /// API key.
-    #[arg(long, env = "ACCEL_API_KEY", hide_env_values = true)]
-    pub key: Option<String>,
+    #[arg(long, env = "ACCEL_API_KEY", hide_env_values = true, value_parser = parse_key)]
+    pub key: Option<ApiKey>,
     /// CA certificate to trust (PEM); turns TLS on.
     #[arg(long)]
     pub ca: Option<PathBuf>,
@@ -73,7 +75,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let client = Client::connect(ClientOptions {
         address: a.address.clone(),
         service: a.service.clone(),
-        key: a.key.clone(),
+        key: a.key.as_ref().map(|k| k.expose().to_string()),
         tls: a.ca.is_some(),
         ca: a.ca.clone(),
         timeout: Some(Duration::from_secs(60)),

@@ -1,11 +1,13 @@
 //! `accel score HOST:PORT --service NAME IMAGE...`: what Azure ML's
 //! `PredictionClient.score_file` did, from the command line.
 
+use super::serve::parse_key;
 use crate::fixtures;
 use crate::output::print_json;
 use accel_client::{Client, ClientOptions};
 use accel_runtime::pipeline::ClassScore;
 use accel_runtime::postprocess::top_k;
+use accel_server::auth::ApiKey;
 use anyhow::{bail, Context};
 use clap::Args;
 use std::path::PathBuf;
@@ -20,8 +22,8 @@ pub struct ScoreArgs {
     #[arg(long, env = "ACCEL_SERVICE")]
     pub service: String,
     /// API key.
-    #[arg(long, env = "ACCEL_API_KEY", hide_env_values = true)]
-    pub key: Option<String>,
+    #[arg(long, env = "ACCEL_API_KEY", hide_env_values = true, value_parser = parse_key)]
+    pub key: Option<ApiKey>,
     /// Use TLS.
     #[arg(long)]
     pub tls: bool,
@@ -92,7 +94,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let client = Client::connect(ClientOptions {
         address: a.address.clone(),
         service: a.service.clone(),
-        key: a.key.clone(),
+        key: a.key.as_ref().map(|k| k.expose().to_string()),
         tls: a.tls || a.ca.is_some(),
         ca: a.ca.clone(),
         timeout: Some(Duration::from_millis(a.timeout_ms)),

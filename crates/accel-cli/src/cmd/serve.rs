@@ -22,15 +22,15 @@ use std::sync::Arc;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A model to serve, NAME or NAME:VERSION (repeatable; pairs with --service by position).
-    #[arg(long = "model")]
+    #[arg(long = "model", env = "ACCEL_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
     /// The service name of the --model at the same position (default: the model name).
-    #[arg(long = "service")]
+    #[arg(long = "service", env = "ACCEL_SERVICES", value_delimiter = ',')]
     pub services: Vec<String>,
     /// A TOML file of services: `[[service]]` tables with `model`, and optional `name`, `keys`, `auth`.
     #[arg(long, env = "ACCEL_SERVE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// An accepted API key for every service given by flags (repeatable).
+    /// An accepted API key for every service given by --model (repeatable; config-file services use their own `keys`).
     #[arg(long = "key", env = "ACCEL_API_KEYS", value_delimiter = ',', hide_env_values = true, value_parser = parse_key)]
     pub keys: Vec<ApiKey>,
     /// Require the keys stored in the registry (`accel services keys regenerate`).
@@ -74,7 +74,8 @@ pub struct ServeArgs {
     pub threads: usize,
 }
 
-fn parse_key(s: &str) -> Result<ApiKey, String> {
+/// Parses an API key flag (kept redacted in Debug output).
+pub fn parse_key(s: &str) -> Result<ApiKey, String> {
     if s.trim().is_empty() {
         return Err("an API key must not be empty".into());
     }
@@ -82,7 +83,7 @@ fn parse_key(s: &str) -> Result<ApiKey, String> {
 }
 
 /// One service to start.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceEntry {
     model: String,
@@ -92,6 +93,20 @@ struct ServiceEntry {
     keys: Vec<String>,
     #[serde(default)]
     auth: bool,
+    /// Given by --model/--service (gets --key), not by the config file.
+    #[serde(skip)]
+    from_flags: bool,
+}
+
+impl std::fmt::Debug for ServiceEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceEntry")
+            .field("model", &self.model)
+            .field("name", &self.name)
+            .field("keys", &format!("<{} redacted>", self.keys.len()))
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -119,8 +134,14 @@ fn entries(a: &ServeArgs) -> anyhow::Result<Vec<ServiceEntry>> {
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let cfg: ConfigFile =
-            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        // The parser's own message quotes the offending line, which may hold
+        // a key: report only its message and the line number.
+        let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(0, |sp| {
+                text[..sp.start.min(text.len())].lines().count().max(1)
+            });
+            anyhow::anyhow!("{} line {line}: {}", path.display(), e.message())
+        })?;
         out.extend(cfg.service);
     }
     if a.services.len() > a.models.len() {
@@ -136,6 +157,7 @@ fn entries(a: &ServeArgs) -> anyhow::Result<Vec<ServiceEntry>> {
             name: a.services.get(i).cloned(),
             keys: vec![],
             auth: a.auth,
+            from_flags: true,
         });
     }
     if out.is_empty() {
@@ -177,10 +199,11 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         if services.iter().any(|s: &Service| s.name == name) {
             bail!("service {name:?} is given twice");
         }
-        let mut fixed: Vec<ApiKey> = entry.keys.iter().map(ApiKey::new).collect();
-        if a.config.is_none() || entry.auth == a.auth {
-            fixed.extend(a.keys.iter().cloned());
-        }
+        let fixed: Vec<ApiKey> = if entry.from_flags {
+            a.keys.clone()
+        } else {
+            entry.keys.iter().map(ApiKey::new).collect()
+        };
         let source: Option<Arc<dyn KeySource>> = entry
             .auth
             .then(|| Arc::new(RegistryKeys(Arc::clone(&registry))) as Arc<dyn KeySource>);

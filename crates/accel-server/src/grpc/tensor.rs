@@ -101,12 +101,20 @@ fn from_le<T, const N: usize>(
         .collect())
 }
 
+/// A single typed value is broadcast to at most this many elements
+/// (64 MiB of float32); larger shapes must carry their values.
+pub const MAX_BROADCAST_ELEMENTS: usize = 1 << 24;
+
 /// Decodes an input tensor, reading `tensor_content` or the typed `*_val`
 /// field. A single value in a typed field is broadcast to the whole shape,
 /// as TensorFlow does.
 pub fn from_proto(name: &str, p: &TensorProto) -> Result<Tensor, ServeError> {
     let shape = shape_of(name, p)?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_BROADCAST_ELEMENTS)
+        .unwrap_or(0);
     let dtype = DataType::try_from(p.dtype).unwrap_or(DataType::DtInvalid);
     let has_content = !p.tensor_content.is_empty();
     fn typed<T: Clone>(v: &[T], n: usize) -> Vec<T> {
@@ -226,5 +234,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(from_proto("x", &p).unwrap().dtype(), DType::String);
+        // One value with a huge shape is not expanded (a 30-byte request must
+        // not allocate terabytes): it is refused as a shape mismatch.
+        let p = TensorProto {
+            dtype: DataType::DtFloat as i32,
+            tensor_shape: Some(shape_proto(&[1 << 40])),
+            float_val: vec![1.0],
+            ..Default::default()
+        };
+        assert!(from_proto("x", &p).is_err());
     }
 }

@@ -240,3 +240,46 @@ impl PredictionService for TfsService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{core, KEY};
+    use accel_proto::tensorflow::TensorProto;
+
+    fn request(timeout: &str) -> Request<PredictRequest> {
+        let x = TensorProto {
+            dtype: accel_proto::tensorflow::DataType::DtFloat as i32,
+            tensor_shape: Some(shape_proto(&[1, 2])),
+            float_val: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        let mut r = Request::new(PredictRequest {
+            inputs: HashMap::from([("x".to_string(), x)]),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+        r.metadata_mut().insert(
+            "x-ms-aml-grpc-service-route",
+            "/api/v1/service/svc".parse().unwrap(),
+        );
+        if !timeout.is_empty() {
+            r.metadata_mut()
+                .insert("grpc-timeout", timeout.parse().unwrap());
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn an_expired_grpc_timeout_is_deadline_exceeded_and_others_answer() {
+        let svc = TfsService::new(core(true));
+        let err = svc.predict(request("0m")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert!(err.message().contains("deadline"), "{err:?}");
+        let ok = svc.predict(request("10S")).await.unwrap().into_inner();
+        assert_eq!(ok.outputs["y:0"].float_val, vec![2.0, 4.0]);
+        let ok = svc.predict(request("")).await.unwrap().into_inner();
+        assert_eq!(ok.outputs.len(), 1);
+    }
+}

@@ -264,9 +264,10 @@ impl CompiledPipeline {
         Ok(())
     }
 
-    /// Runs the engine on a model-ready input tensor and applies the output
-    /// postprocessing (softmax where the spec asks for it).
-    pub fn infer(&self, input: &Tensor) -> Result<Vec<NamedOutput>, RuntimeError> {
+    /// Checks a model-ready input tensor's dtype, shape and batch size
+    /// against the plan, without running anything (the request core calls
+    /// this before admission).
+    pub fn check_input(&self, input: &Tensor) -> Result<(), RuntimeError> {
         let info = &self.plan.inputs()[0];
         if input.dtype() != info.dtype {
             return Err(RuntimeError::InvalidInput(format!(
@@ -291,8 +292,14 @@ impl CompiledPipeline {
                 shape
             )));
         }
-        let batch = shape[0];
-        self.check_batch(batch)?;
+        self.check_batch(shape[0])
+    }
+
+    /// Runs the engine on a model-ready input tensor and applies the output
+    /// postprocessing (softmax where the spec asks for it).
+    pub fn infer(&self, input: &Tensor) -> Result<Vec<NamedOutput>, RuntimeError> {
+        self.check_input(input)?;
+        let batch = input.shape()[0];
         let raw = match self.fixed_batch {
             Some(fixed) if fixed != batch => {
                 if fixed != 1 {

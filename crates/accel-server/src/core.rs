@@ -258,6 +258,7 @@ fn validate_inputs(service: &Service, inputs: Vec<NamedInput>) -> Result<Input, 
         )));
     }
     if !service.takes_images() {
+        service.pipeline.check_input(&input.tensor)?;
         return Ok(Input::Tensor(input.tensor));
     }
     if input.tensor.dtype() != DType::String {

@@ -43,37 +43,39 @@ pub fn crop_offset(size: u32, crop: u32) -> u32 {
 }
 
 /// Resizes and crops `img` to the preprocessing's output size, returning
-/// packed RGB bytes of that size.
+/// packed RGB bytes of that size. Only the pixels that survive the crop are
+/// computed: the source region under the crop window is resampled straight
+/// to the output size, with the same scale factor (and so the same filter)
+/// as resizing the whole image and cropping afterwards.
 pub fn resize_rgb(img: &RgbImage, resize: &Resize) -> Result<Vec<u8>, RuntimeError> {
     let (sw, sh) = scaled_size(img.width, img.height, resize);
     let (ow, oh) = resize.output_size();
-    let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)
-        .map_err(|e| RuntimeError::InvalidInput(format!("bad image buffer: {e}")))?;
-    let mut scaled = fr::images::Image::new(sw, sh, fr::PixelType::U8x3);
-    let mut resizer = fr::Resizer::new();
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
-        .use_alpha(false);
-    resizer
-        .resize(&src, &mut scaled, &options)
-        .map_err(|e| RuntimeError::InvalidInput(format!("resize failed: {e}")))?;
-    if (sw, sh) == (ow, oh) {
-        return Ok(scaled.into_vec());
-    }
     if ow > sw || oh > sh {
         return Err(RuntimeError::Spec(format!(
             "crop {ow}x{oh} is larger than the scaled image {sw}x{sh}"
         )));
     }
-    let (x0, y0) = (crop_offset(sw, ow) as usize, crop_offset(sh, oh) as usize);
-    let data = scaled.buffer();
-    let row = sw as usize * 3;
-    let mut out = Vec::with_capacity(ow as usize * oh as usize * 3);
-    for y in y0..y0 + oh as usize {
-        let start = y * row + x0 * 3;
-        out.extend_from_slice(&data[start..start + ow as usize * 3]);
-    }
-    Ok(out)
+    let src = fr::images::ImageRef::new(img.width, img.height, &img.pixels, fr::PixelType::U8x3)
+        .map_err(|e| RuntimeError::InvalidInput(format!("bad image buffer: {e}")))?;
+    let (fx, fy) = (
+        f64::from(img.width) / f64::from(sw),
+        f64::from(img.height) / f64::from(sh),
+    );
+    let (x0, y0) = (crop_offset(sw, ow), crop_offset(sh, oh));
+    let mut out = fr::images::Image::new(ow, oh, fr::PixelType::U8x3);
+    let options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+        .use_alpha(false)
+        .crop(
+            f64::from(x0) * fx,
+            f64::from(y0) * fy,
+            f64::from(ow) * fx,
+            f64::from(oh) * fy,
+        );
+    fr::Resizer::new()
+        .resize(&src, &mut out, &options)
+        .map_err(|e| RuntimeError::InvalidInput(format!("resize failed: {e}")))?;
+    Ok(out.into_vec())
 }
 
 /// Preprocesses one decoded image and writes its `3 * H * W` floats into

@@ -2,7 +2,7 @@
 //! (`inference.GRPCInferenceService`), as Triton's clients call it.
 
 use super::metadata;
-use super::tensor::{from_kserve_dtype, kserve_dtype};
+use super::tensor::{batch_dims, from_kserve_dtype, kserve_dtype};
 use crate::core::{RequestCore, Service};
 use crate::error::ServeError;
 use crate::request::{InferRequest, NamedInput, Protocol, Target};
@@ -60,19 +60,6 @@ pub fn platform(service: &Service) -> String {
 pub fn tensor_metadata(service: &Service) -> (Vec<TensorMeta>, Vec<TensorMeta>) {
     let plan = service.pipeline.plan();
     let spec = service.pipeline.spec();
-    let dims = |shape: &[Option<usize>]| -> Vec<i64> {
-        shape
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                if i == 0 {
-                    -1
-                } else {
-                    d.map_or(-1, |d| d as i64)
-                }
-            })
-            .collect()
-    };
     let input = if service.takes_images() {
         (spec.input_name.clone(), "BYTES", vec![-1])
     } else {
@@ -80,7 +67,7 @@ pub fn tensor_metadata(service: &Service) -> (Vec<TensorMeta>, Vec<TensorMeta>) 
         (
             spec.input_name.clone(),
             kserve_dtype(i.dtype),
-            dims(&i.shape),
+            batch_dims(&i.shape),
         )
     };
     let outputs = spec
@@ -92,7 +79,7 @@ pub fn tensor_metadata(service: &Service) -> (Vec<TensorMeta>, Vec<TensorMeta>) 
                 .iter()
                 .find(|m| m.name == o.name)
                 .or(plan.outputs().first());
-            let (dt, d) = m.map_or((DType::F32, vec![-1]), |m| (m.dtype, dims(&m.shape)));
+            let (dt, d) = m.map_or((DType::F32, vec![-1]), |m| (m.dtype, batch_dims(&m.shape)));
             (o.name.clone(), kserve_dtype(dt), d)
         })
         .collect();

@@ -46,6 +46,22 @@ pub fn from_kserve_dtype(s: &str) -> Result<DType, ServeError> {
     })
 }
 
+/// A model shape for metadata: the batch dimension and every dynamic one
+/// as `-1`.
+pub fn batch_dims(shape: &[Option<usize>]) -> Vec<i64> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if i == 0 {
+                -1
+            } else {
+                d.map_or(-1, |d| d as i64)
+            }
+        })
+        .collect()
+}
+
 /// A shape proto with `dims` (`-1` for unknown).
 pub fn shape_proto(dims: &[i64]) -> TensorShapeProto {
     TensorShapeProto {

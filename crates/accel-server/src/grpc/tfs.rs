@@ -2,7 +2,7 @@
 //! TensorFlow Serving clients and Azure ML's `PredictionClient` call it.
 
 use super::metadata;
-use super::tensor::{from_proto, shape_proto, tf_dtype, to_proto};
+use super::tensor::{batch_dims, from_proto, shape_proto, tf_dtype, to_proto};
 use crate::core::{RequestCore, Service};
 use crate::error::ServeError;
 use crate::request::{InferRequest, NamedInput, Protocol, Target};
@@ -83,19 +83,6 @@ fn model_spec(service: &Service) -> ModelSpec {
 pub fn signature_def(service: &Service) -> SignatureDef {
     let spec = service.pipeline.spec();
     let plan = service.pipeline.plan();
-    let dims = |shape: &[Option<usize>]| -> Vec<i64> {
-        shape
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                if i == 0 {
-                    -1
-                } else {
-                    d.map_or(-1, |d| d as i64)
-                }
-            })
-            .collect()
-    };
     let info = |name: &str, dtype: DType, dims: Vec<i64>| TensorInfo {
         dtype: tf_dtype(dtype) as i32,
         tensor_shape: Some(shape_proto(&dims)),
@@ -110,7 +97,7 @@ pub fn signature_def(service: &Service) -> SignatureDef {
         info(&spec.input_name, DType::String, vec![-1])
     } else {
         let i = &plan.inputs()[0];
-        info(&spec.input_name, i.dtype, dims(&i.shape))
+        info(&spec.input_name, i.dtype, batch_dims(&i.shape))
     };
     let outputs = spec
         .outputs
@@ -121,7 +108,8 @@ pub fn signature_def(service: &Service) -> SignatureDef {
                 .iter()
                 .find(|m| m.name == o.name)
                 .or(plan.outputs().first());
-            let (dtype, d) = meta.map_or((DType::F32, vec![-1]), |m| (m.dtype, dims(&m.shape)));
+            let (dtype, d) =
+                meta.map_or((DType::F32, vec![-1]), |m| (m.dtype, batch_dims(&m.shape)));
             (
                 o.aliases.first().unwrap_or(&o.name).clone(),
                 info(&o.name, dtype, d),

@@ -646,3 +646,149 @@ fn serve_config_file_hosts_several_services() {
     let err = h.fails(&["serve", "--config", bad.to_str().unwrap()]);
     assert!(err.contains("bogus"), "{err}");
 }
+
+/// `accel bench` over the four protocols against one `accel serve` (gRPC
+/// and HTTP ports): every answer counted, the server's `server-timing`
+/// stages read on every protocol, HTTP failures keyed by status.
+#[test]
+fn bench_speaks_every_protocol_and_reads_server_timing() {
+    use std::io::{BufRead, BufReader};
+    let h = Home::new();
+    // --requests and --duration exclude each other (clap says so, before anything runs).
+    let out = h.run(&[
+        "bench",
+        "127.0.0.1:1",
+        "--service",
+        "svc",
+        "x.jpg",
+        "--requests",
+        "1",
+        "--duration",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
+    let mut server = h
+        .cmd()
+        .args([
+            "serve",
+            "--model",
+            "shuffle",
+            "--service",
+            "svc",
+            "--key",
+            "k-123",
+            "--engine",
+            "tract",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string()
+    };
+    let (grpc, http) = (port("grpc="), port("http="));
+    let china = fixture("images/sklearn_china.jpg");
+    let china = china.to_str().unwrap();
+    let bench = |address: &str, protocol: &str, extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            address,
+            "--service",
+            "svc",
+            china,
+            "--protocol",
+            protocol,
+            "--requests",
+            "4",
+            "--warmup",
+            "1",
+            "--concurrency",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        h.json(&args)
+    };
+    for (address, protocol) in [
+        (&grpc, "tfs-grpc"),
+        (&grpc, "kserve-grpc"),
+        (&http, "kserve-http"),
+        (&http, "tfs-rest"),
+    ] {
+        let b = bench(address, protocol, &["--key", "k-123"]);
+        assert_eq!(b["protocol"], protocol, "{b}");
+        assert_eq!(
+            (b["requests"].as_u64(), b["errors"].as_u64()),
+            (Some(4), Some(0)),
+            "{b}"
+        );
+        let p50 = b["latency_ms"]["p50"].as_f64().unwrap();
+        assert!(
+            p50 > 0.0 && b["latency_ms"]["max"].as_f64().unwrap() >= p50,
+            "{b}"
+        );
+        assert!(b["throughput_rps"].as_f64().unwrap() > 0.0, "{b}");
+        // The server's stages, each no longer than the client saw the whole.
+        let st = &b["server_timing_ms"];
+        for stage in ["queue", "preprocess", "infer", "total"] {
+            let ms = st[stage]["p50"].as_f64();
+            assert!(
+                ms.is_some_and(|ms| ms >= 0.0),
+                "{protocol}: no {stage} in {b}"
+            );
+            assert_eq!(st[stage]["samples"], 4, "{b}");
+        }
+        assert!(st["infer"]["p50"].as_f64().unwrap() > 0.0, "{b}");
+        assert!(st["total"]["p50"].as_f64().unwrap() <= b["latency_ms"]["max"].as_f64().unwrap());
+    }
+    // Failures are counted by HTTP status: no key (401), a wrong input name (400).
+    let b = bench(&http, "kserve-http", &[]);
+    assert_eq!(
+        (b["errors"].as_u64(), &b["errors_by_status"]["HTTP 401"]),
+        (Some(4), &4.into()),
+        "{b}"
+    );
+    assert!(
+        b.get("server_timing_ms").is_none(),
+        "no timing without answers: {b}"
+    );
+    let b = bench(
+        &http,
+        "kserve-http",
+        &["--key", "k-123", "--input", "nosuch"],
+    );
+    assert_eq!(b["errors_by_status"]["HTTP 400"], 4, "{b}");
+    // The text output names the stages.
+    let text = h.ok(&[
+        "bench",
+        &http,
+        "--service",
+        "svc",
+        china,
+        "--protocol",
+        "tfs-rest",
+        "--key",
+        "k-123",
+        "--requests",
+        "2",
+        "--warmup",
+        "0",
+    ]);
+    assert!(text.contains("server ms (p50/p99): queue "), "{text}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

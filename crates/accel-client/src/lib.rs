@@ -4,6 +4,10 @@
 //! `authorization: Bearer <key>` and
 //! `x-ms-aml-grpc-service-route: /api/v1/service/<name>`.
 //! Retries with exponential backoff on `UNAVAILABLE`, never on caller errors.
+//!
+//! [`bench`] is the closed-loop load generator behind `accel bench`: it
+//! speaks both gRPC protocols and both HTTP ones (KServe v2 REST, TF Serving
+//! REST) and reads the server's per-stage `server-timing`.
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -14,7 +18,7 @@ use accel_proto::tensorflow::{tensor_shape_proto::Dim, DataType, TensorProto, Te
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Client errors.
@@ -155,23 +159,47 @@ impl Client {
             inputs: [("images".to_string(), tensor)].into_iter().collect(),
             ..Default::default()
         });
-        let route = format!("/api/v1/service/{}", self.opts.service);
-        req.metadata_mut().insert(
-            "x-ms-aml-grpc-service-route",
-            MetadataValue::try_from(route.as_str())
-                .map_err(|_| ClientError::Config("bad service name".into()))?,
-        );
-        if let Some(key) = &self.opts.key {
-            let mut v = MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                ClientError::Config("the API key has characters a header cannot carry".into())
-            })?;
-            v.set_sensitive(true);
-            req.metadata_mut().insert("authorization", v);
-        }
+        *req.metadata_mut() = self.metadata(true)?;
         if let Some(t) = self.opts.timeout {
             req.set_timeout(t);
         }
         Ok(req)
+    }
+
+    /// The metadata every call carries: `authorization: Bearer <key>` when
+    /// there is a key, and with `route`, Azure's routing header.
+    pub(crate) fn metadata(&self, route: bool) -> Result<MetadataMap, ClientError> {
+        let mut md = MetadataMap::new();
+        if route {
+            let route = format!("/api/v1/service/{}", self.opts.service);
+            md.insert(
+                "x-ms-aml-grpc-service-route",
+                MetadataValue::try_from(route.as_str())
+                    .map_err(|_| ClientError::Config("bad service name".into()))?,
+            );
+        }
+        if let Some(v) = self.bearer()? {
+            let mut v = MetadataValue::try_from(v).map_err(|_| bad_key())?;
+            v.set_sensitive(true);
+            md.insert("authorization", v);
+        }
+        Ok(md)
+    }
+
+    /// `Bearer <key>`, when there is a key.
+    pub(crate) fn bearer(&self) -> Result<Option<String>, ClientError> {
+        match &self.opts.key {
+            Some(key) if key.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(format!("Bearer {key}")))
+            }
+            Some(_) => Err(bad_key()),
+            None => Ok(None),
+        }
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
     }
 
     /// Scores encoded images (JPEG/PNG bytes); returns the output tensor
@@ -217,6 +245,10 @@ impl Client {
         })?;
         self.score_images(&[bytes]).await
     }
+}
+
+fn bad_key() -> ClientError {
+    ClientError::Config("the API key has characters a header cannot carry".into())
 }
 
 fn first_output(

@@ -222,6 +222,7 @@ impl RequestCore {
             version: service.version,
             outputs,
             arrived,
+            times,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! What every transport turns its wire request into, and what it gets back.
 
 use crate::auth::ApiKey;
+use crate::metrics::StageTimes;
 use accel_core::Tensor;
 use accel_runtime::pipeline::NamedOutput;
 use std::time::{Duration, Instant};
@@ -79,4 +80,26 @@ pub struct InferResponse {
     pub outputs: Vec<(String, NamedOutput)>,
     /// Arrival time (for logging).
     pub arrived: Instant,
+    /// How long each stage took (also answered as `server-timing`).
+    pub times: StageTimes,
+}
+
+/// The header (HTTP) and initial metadata key (gRPC) that carries
+/// [`InferResponse::server_timing`].
+pub const SERVER_TIMING: &str = "server-timing";
+
+impl InferResponse {
+    /// The stage times as a W3C `Server-Timing` value, in milliseconds:
+    /// `queue;dur=0.050, preprocess;dur=2.100, infer;dur=25.300, total;dur=27.600`.
+    pub fn server_timing(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let t = &self.times;
+        format!(
+            "queue;dur={:.3}, preprocess;dur={:.3}, infer;dur={:.3}, total;dur={:.3}",
+            ms(t.queue_wait),
+            ms(t.preprocess),
+            ms(t.inference),
+            ms(t.total)
+        )
+    }
 }

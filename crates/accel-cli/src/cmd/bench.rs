@@ -1,5 +1,8 @@
-//! `accel bench ADDRESS --service NAME FILE...`: latency percentiles and
-//! throughput of a running service under closed-loop concurrency.
+//! `accel bench ADDRESS --service NAME FILE...`: latency percentiles,
+//! throughput and errors of a running service under closed-loop
+//! concurrency, over any of the four protocols `accel serve` speaks (and
+//! that Triton, KServe and TF Serving speak), with the server's own
+//! per-stage times when it sends `server-timing`.
 
 use super::serve::parse_key;
 use crate::output::print_json;
@@ -18,12 +21,16 @@ pub enum ProtocolArg {
     TfsGrpc,
     /// KServe v2 gRPC ModelInfer.
     KserveGrpc,
+    /// KServe v2 REST infer with Triton's binary tensor data extension.
+    KserveHttp,
+    /// TensorFlow Serving REST predict with {"b64": ...} instances.
+    TfsRest,
 }
 
 /// `accel bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address, HOST:PORT (the gRPC port).
+    /// Server address, HOST:PORT: for `accel serve`, its grpc= port for the gRPC protocols and its http= port for the HTTP ones.
     pub address: String,
     /// Service name.
     #[arg(long, env = "ACCEL_SERVICE")]
@@ -34,6 +41,9 @@ pub struct BenchArgs {
     /// Wire protocol.
     #[arg(long, value_enum, default_value = "tfs-grpc")]
     pub protocol: ProtocolArg,
+    /// Input name: KServe requests send it (default "input"); TF Serving REST names the instance's input with it (default: unnamed); TF Serving gRPC keys the input with it (default "images").
+    #[arg(long)]
+    pub input: Option<String>,
     /// Closed-loop clients in parallel.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -85,12 +95,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         protocol: match a.protocol {
             ProtocolArg::TfsGrpc => BenchProtocol::TfsGrpc,
             ProtocolArg::KserveGrpc => BenchProtocol::KserveGrpc,
+            ProtocolArg::KserveHttp => BenchProtocol::KserveHttp,
+            ProtocolArg::TfsRest => BenchProtocol::TfsRest,
         },
         concurrency: a.concurrency,
         requests: a.requests,
         duration: Duration::from_secs_f64(a.duration),
         warmup: a.warmup,
         images,
+        input: a.input.clone(),
     };
     let report = runtime.block_on(run_bench(&client, &plan))?;
     if a.json {
@@ -105,6 +118,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if let Some(stages) = &report.server_timing_ms {
+        let line: Vec<String> = stages
+            .0
+            .iter()
+            .map(|(name, s)| format!("{name} {:.2}/{:.2}", s.p50, s.p99))
+            .collect();
+        println!("server ms (p50/p99): {}", line.join("  "));
+    }
     for (status, n) in &report.errors_by_status {
         println!("errors {status}: {n}");
     }

@@ -310,14 +310,15 @@ impl GrpcInferenceService for KserveService {
             });
             raw.push(raw_output(&o.tensor));
         }
-        Ok(Response::new(ModelInferResponse {
+        let resp = Response::new(ModelInferResponse {
             model_name: answer.service.clone(),
             model_version: answer.version.to_string(),
             id: r.id.clone(),
             outputs,
             raw_output_contents: raw,
             ..Default::default()
-        }))
+        });
+        Ok(metadata::with_server_timing(resp, &answer))
     }
 }
 

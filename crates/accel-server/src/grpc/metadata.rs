@@ -1,7 +1,8 @@
 //! Reading what gRPC metadata carries: the API key, the Azure routing
-//! header and the deadline.
+//! header and the deadline; writing the stage times of an answer.
 
 use crate::auth::{bearer, ApiKey};
+use crate::request::{InferResponse, SERVER_TIMING};
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
 
@@ -26,6 +27,18 @@ pub fn route(md: &MetadataMap) -> Option<String> {
 /// unit one of H M S m u n), as the gRPC spec defines it.
 pub fn timeout(md: &MetadataMap) -> Option<Duration> {
     parse_grpc_timeout(md.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// `resp` with the answer's stage times in the `server-timing` initial
+/// metadata (the same value as the HTTP `Server-Timing` header).
+pub fn with_server_timing<T>(
+    mut resp: tonic::Response<T>,
+    answer: &InferResponse,
+) -> tonic::Response<T> {
+    if let Ok(v) = answer.server_timing().parse() {
+        resp.metadata_mut().insert(SERVER_TIMING, v);
+    }
+    resp
 }
 
 /// Parses a `grpc-timeout` value.

@@ -190,14 +190,15 @@ impl PredictionService for TfsService {
             name: Some(answer.service.clone()),
             ..Target::default()
         })?;
-        Ok(Response::new(PredictResponse {
+        let resp = Response::new(PredictResponse {
             outputs: answer
                 .outputs
                 .iter()
                 .map(|(label, o)| (label.clone(), to_proto(&o.tensor)))
                 .collect(),
             model_spec: Some(model_spec(&service)),
-        }))
+        });
+        Ok(metadata::with_server_timing(resp, &answer))
     }
 
     async fn get_model_metadata(
@@ -265,7 +266,16 @@ mod tests {
         let err = svc.predict(request("0m")).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
         assert!(err.message().contains("deadline"), "{err:?}");
-        let ok = svc.predict(request("10S")).await.unwrap().into_inner();
+        let ok = svc.predict(request("10S")).await.unwrap();
+        let timing = ok.metadata().get("server-timing").expect("server-timing");
+        let names: Vec<&str> = timing
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .map(|m| m.split_once(";dur=").unwrap().0)
+            .collect();
+        assert_eq!(names, ["queue", "preprocess", "infer", "total"]);
+        let ok = ok.into_inner();
         assert_eq!(ok.outputs["y:0"].float_val, vec![2.0, 4.0]);
         let ok = svc.predict(request("")).await.unwrap().into_inner();
         assert_eq!(ok.outputs.len(), 1);

@@ -5,7 +5,7 @@ use super::HttpLimits;
 use crate::auth::{bearer, ApiKey};
 use crate::core::RequestCore;
 use crate::error::ServeError;
-use crate::request::Target;
+use crate::request::{InferResponse, Target, SERVER_TIMING};
 use crate::status::http_status;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequestParts, Path};
@@ -86,6 +86,14 @@ pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = (status, body).into_response();
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `resp` with the answer's stage times in a `Server-Timing` header.
+pub(crate) fn with_server_timing(mut resp: Response, answer: &InferResponse) -> Response {
+    if let Ok(v) = HeaderValue::try_from(answer.server_timing()) {
+        resp.headers_mut().insert(SERVER_TIMING, v);
+    }
     resp
 }
 

@@ -3,8 +3,8 @@
 
 use super::binary::{self, BinaryReader, RawType};
 use super::common::{
-    api_key, identity_encoding, json_ok, json_response, read_body, timeout, AppState, HttpError,
-    ModelPath,
+    api_key, identity_encoding, json_ok, json_response, read_body, timeout, with_server_timing,
+    AppState, HttpError, ModelPath,
 };
 use super::meta;
 use super::values::{b64_text, decode_b64, flatten, BytesAs, Flat};
@@ -122,7 +122,10 @@ async fn infer(
         parsed.binary_output,
     );
     if binary_part.is_empty() {
-        return Ok(json_response(StatusCode::OK, json_part));
+        return Ok(with_server_timing(
+            json_response(StatusCode::OK, json_part),
+            &answer,
+        ));
     }
     let header_len = HeaderValue::from(json_part.len());
     let mut body = json_part;
@@ -134,7 +137,7 @@ async fn infer(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(binary::HEADER_LENGTH, header_len);
-    Ok(resp)
+    Ok(with_server_timing(resp, &answer))
 }
 
 // ---------------------------------------------------------------- datatypes
@@ -602,6 +605,7 @@ mod tests {
                 },
             )],
             arrived: Instant::now(),
+            times: Default::default(),
         }
     }
 

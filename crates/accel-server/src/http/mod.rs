@@ -187,6 +187,7 @@ mod tests {
             json!({"id": "7", "model_name": "svc", "model_version": "1",
                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [2.0, 5.0]}]})
         );
+        assert_server_timing(&r.headers["server-timing"]);
         let mut asked = body.clone();
         asked["outputs"] = json!([{"name": "y:0"}]);
         let r = srv.post("/v2/models/svc/versions/1/infer", &asked);
@@ -241,6 +242,24 @@ mod tests {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(values, vec![2.0, -6.0]);
+        assert_server_timing(&r.headers["server-timing"]);
+    }
+
+    /// `queue;dur=X, preprocess;dur=X, infer;dur=X, total;dur=X` with
+    /// non-negative milliseconds, the stages adding up to at most the total.
+    fn assert_server_timing(value: &str) {
+        let stages: Vec<(&str, f64)> = value
+            .split(", ")
+            .map(|m| {
+                let (name, dur) = m.split_once(";dur=").expect("NAME;dur=MS");
+                (name, dur.parse().expect("milliseconds"))
+            })
+            .collect();
+        let names: Vec<&str> = stages.iter().map(|s| s.0).collect();
+        assert_eq!(names, ["queue", "preprocess", "infer", "total"], "{value}");
+        assert!(stages.iter().all(|s| s.1 >= 0.0), "{value}");
+        let parts: f64 = stages[..3].iter().map(|s| s.1).sum();
+        assert!(parts <= stages[3].1 + 0.01, "{value}");
     }
 
     #[test]
@@ -283,6 +302,7 @@ mod tests {
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json(), json!({"predictions": [[2.0, 4.0], [6.0, 8.0]]}));
+        assert_server_timing(&r.headers["server-timing"]);
         let r = srv.post(
             "/v1/models/svc/versions/1:predict",
             &json!({"inputs": {"x_alias": [[1, 2]]}}),

@@ -177,9 +177,12 @@ async fn on_post(
             timeout: deadline,
         })
         .await?;
-    Ok(super::common::json_response(
-        http::StatusCode::OK,
-        write_predict(format, &answer.outputs)?,
+    Ok(super::common::with_server_timing(
+        super::common::json_response(
+            http::StatusCode::OK,
+            write_predict(format, &answer.outputs)?,
+        ),
+        &answer,
     ))
 }
 

@@ -189,7 +189,7 @@ impl Client {
     /// `Bearer <key>`, when there is a key.
     pub(crate) fn bearer(&self) -> Result<Option<String>, ClientError> {
         match &self.opts.key {
-            Some(key) if key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(key) if key.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => {
                 Ok(Some(format!("Bearer {key}")))
             }
             Some(_) => Err(bad_key()),

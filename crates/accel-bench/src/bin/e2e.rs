@@ -98,6 +98,7 @@ fn serve_and_measure(
         duration: Duration::from_secs(3600),
         warmup: 10,
         images: vec![image.to_vec()],
+        input: None,
     };
     let report = runtime.block_on(run_bench(&client, &plan));
     let _ = child.kill();

@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.upscale > 1 {
         let (name, bytes) = photos.first().cloned().context("no photo")?;
-        let img = decode_rgb(bytes, &limits)?;
+        let img = decode_rgb(&bytes, &limits)?;
         let src = image::RgbImage::from_raw(img.width, img.height, img.pixels).context("size")?;
         let (w, h) = (img.width * args.upscale, img.height * args.upscale);
         let big = image::imageops::resize(&src, w, h, image::imageops::FilterType::Triangle);

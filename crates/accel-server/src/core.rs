@@ -54,6 +54,7 @@ pub const ROUTE_PREFIX: &str = "/api/v1/service/";
 pub struct RequestCore {
     services: Vec<Arc<Service>>,
     executor: Arc<Executor>,
+    preprocess: Option<Arc<Executor>>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     next_id: AtomicU64,
@@ -65,10 +66,19 @@ impl RequestCore {
         RequestCore {
             services: services.into_iter().map(Arc::new).collect(),
             executor,
+            preprocess: None,
             metrics,
             ready: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Decodes and preprocesses images on `pool` instead of the engine
+    /// workers, so that the engine runs one request while the next one's
+    /// images are being decoded (a two-stage pipeline).
+    pub fn with_preprocess_pool(mut self, pool: Arc<Executor>) -> Self {
+        self.preprocess = Some(pool);
+        self
     }
 
     /// The services.
@@ -98,6 +108,9 @@ impl RequestCore {
     /// Stops accepting work and waits for queued requests to finish.
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);
+        if let Some(pool) = &self.preprocess {
+            pool.shutdown();
+        }
         self.executor.shutdown();
     }
 
@@ -193,24 +206,30 @@ impl RequestCore {
         let input = validate_inputs(&service, req.inputs)?;
         let outputs = select_outputs(&service, &req.output_filter)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job_service = Arc::clone(&service);
-        self.executor.submit(move || {
-            let started = Instant::now();
-            if deadline.is_some_and(|d| started >= d) {
-                let _ = tx.send(Err(deadline_exceeded()));
-                return;
+        let job = Job {
+            service: Arc::clone(&service),
+            arrived,
+            deadline,
+            reply: Arc::new(ReplySlot(std::sync::Mutex::new(Some(tx)))),
+        };
+        match (input, &self.preprocess) {
+            (Input::Images(images), Some(pool)) => {
+                let engine = Arc::clone(&self.executor);
+                pool.submit(move || job.preprocess_then_queue(images, &engine))?;
             }
-            let _ = tx.send(run(&job_service, input, started).map(|(o, t)| (o, t, started)));
-        })?;
+            (input, _) => self.executor.submit(move || {
+                let started = Instant::now();
+                job.run(input, started, Duration::ZERO)
+            })?,
+        }
         let answer = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), rx)
                 .await
                 .map_err(|_| deadline_exceeded())?,
             None => rx.await,
         };
-        let (raw, mut times, started) = answer
+        let (raw, mut times) = answer
             .map_err(|_| ServeError::new(ErrorKind::Internal, "the engine worker stopped"))??;
-        times.queue_wait = started - arrived;
         times.total = arrived.elapsed();
         self.metrics.observe(&service.name, &times);
         let outputs = outputs
@@ -329,28 +348,107 @@ fn select_outputs(
         .collect()
 }
 
-fn run(
-    service: &Service,
-    input: Input,
-    started: Instant,
-) -> Result<(Vec<NamedOutput>, StageTimes), ServeError> {
-    let pipeline = &service.pipeline;
-    let tensor = match input {
-        Input::Images(images) => {
-            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-            pipeline.preprocess(&refs)?
+type Reply = Result<(Vec<NamedOutput>, StageTimes), ServeError>;
+
+/// Where a request's answer goes: shared, so that a stage that could not
+/// hand a job on can still answer for it.
+struct ReplySlot(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Reply>>>);
+
+impl ReplySlot {
+    fn send(&self, reply: Reply) {
+        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = sender {
+            let _ = tx.send(reply);
         }
-        Input::Tensor(t) => t,
-    };
-    let preprocessed = Instant::now();
-    let outputs = pipeline.infer(&tensor)?;
-    Ok((
-        outputs,
-        StageTimes {
-            queue_wait: Duration::ZERO,
-            preprocess: preprocessed - started,
-            inference: preprocessed.elapsed(),
+    }
+}
+
+/// One admitted request on its way through the worker pools.
+struct Job {
+    service: Arc<Service>,
+    arrived: Instant,
+    deadline: Option<Instant>,
+    reply: Arc<ReplySlot>,
+}
+
+impl Job {
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// First stage on the preprocessing pool: decode, then queue the
+    /// model-ready tensor for an engine worker.
+    fn preprocess_then_queue(self, images: Vec<Vec<u8>>, engine: &Executor) {
+        let started = Instant::now();
+        if self.expired(started) {
+            self.reply.send(Err(deadline_exceeded()));
+            return;
+        }
+        let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        let tensor = match self.service.pipeline.preprocess(&refs) {
+            Ok(t) => t,
+            Err(e) => {
+                self.reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let preprocessed = Instant::now();
+        let waited = started - self.arrived;
+        let reply = Arc::clone(&self.reply);
+        let queued = engine.submit(move || {
+            let engine_start = Instant::now();
+            let queue_wait = waited + (engine_start - preprocessed);
+            self.run_tensor(tensor, engine_start, queue_wait, preprocessed - started)
+        });
+        // A refused job was dropped unrun: answer through the shared slot.
+        if let Err(e) = queued {
+            reply.send(Err(e));
+        }
+    }
+
+    /// Both stages on an engine worker.
+    fn run(self, input: Input, started: Instant, waited: Duration) {
+        let tensor = match input {
+            Input::Images(images) => {
+                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+                match self.service.pipeline.preprocess(&refs) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.reply.send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+            Input::Tensor(t) => t,
+        };
+        let preprocessed = Instant::now();
+        let queue_wait = waited + (started - self.arrived);
+        self.run_tensor(tensor, preprocessed, queue_wait, preprocessed - started)
+    }
+
+    /// The engine stage.
+    fn run_tensor(
+        self,
+        tensor: accel_core::Tensor,
+        started: Instant,
+        queue_wait: Duration,
+        preprocess: Duration,
+    ) {
+        if self.expired(started) {
+            self.reply.send(Err(deadline_exceeded()));
+            return;
+        }
+        let result = self
+            .service
+            .pipeline
+            .infer(&tensor)
+            .map_err(ServeError::from);
+        let times = StageTimes {
+            queue_wait,
+            preprocess,
+            inference: started.elapsed(),
             total: Duration::ZERO,
-        },
-    ))
+        };
+        self.reply.send(result.map(|o| (o, times)));
+    }
 }

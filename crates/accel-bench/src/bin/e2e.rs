@@ -162,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             &std::fs::read(path)?,
             &LoadOptions {
                 threads: args.threads,
+                ..LoadOptions::default()
             },
         )?;
         let mut input = vec![0f32; 3 * 224 * 224];

@@ -98,7 +98,13 @@ fn main() -> anyhow::Result<()> {
         let model = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
         for (engine_name, backend) in &backends {
             for &threads in &args.threads {
-                let plan = backend.load(&model, &LoadOptions { threads })?;
+                let plan = backend.load(
+                    &model,
+                    &LoadOptions {
+                        threads,
+                        ..LoadOptions::default()
+                    },
+                )?;
                 for _ in 0..args.warmup {
                     plan.run(std::slice::from_ref(&tensor))?;
                 }

@@ -90,6 +90,7 @@ pub fn run(global: &GlobalArgs, a: PredictArgs) -> anyhow::Result<()> {
             model,
             engine,
             threads: a.threads,
+            spin: None,
             limits,
         },
     )?;

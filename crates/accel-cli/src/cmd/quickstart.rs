@@ -90,6 +90,7 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
             },
             engine,
             threads: a.threads,
+            spin: None,
             limits: Limits::default(),
         },
     )?;

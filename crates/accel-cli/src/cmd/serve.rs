@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Engine worker threads (each runs one request at a time).
     #[arg(long, env = "ACCEL_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Threads that decode and preprocess images ahead of the engine
+    /// workers (a two-stage pipeline); 0 decodes on the engine workers.
+    #[arg(long, env = "ACCEL_PREPROCESS_WORKERS", default_value_t = 1)]
+    pub preprocess_workers: usize,
     /// Largest batch per request.
     #[arg(long, env = "ACCEL_MAX_BATCH", default_value_t = Limits::default().max_batch)]
     pub max_batch: usize,
@@ -72,6 +76,11 @@ pub struct ServeArgs {
     /// Intra-op threads per model (0 = all cores).
     #[arg(long, env = "ACCEL_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Whether idle engine threads spin-wait (true, ONNX Runtime's default:
+    /// lowest latency) or sleep (false: leaves the cores to image decoding
+    /// under load).
+    #[arg(long, env = "ACCEL_ENGINE_SPIN")]
+    pub engine_spin: Option<bool>,
 }
 
 /// Parses an API key flag (kept redacted in Debug output).
@@ -185,6 +194,7 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
                 model,
                 engine,
                 threads: a.threads,
+                spin: a.engine_spin,
                 limits,
             },
         )?;
@@ -219,12 +229,21 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
             pipeline: Arc::new(loaded.pipeline),
         });
     }
-    let core = Arc::new(RequestCore::new(
+    let mut core = RequestCore::new(
         services,
         Executor::new(a.workers, a.queue),
         Arc::new(Metrics::new()),
-    ));
+    );
+    if a.preprocess_workers > 0 {
+        core = core.with_preprocess_pool(Executor::new(a.preprocess_workers, a.queue));
+    }
+    let core = Arc::new(core);
+    let t_warm = std::time::Instant::now();
     core.warm_up()?;
+    tracing::debug!(
+        warm_up_ms = t_warm.elapsed().as_secs_f64() * 1e3,
+        "warmed up"
+    );
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),

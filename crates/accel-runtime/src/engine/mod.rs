@@ -29,6 +29,11 @@ pub struct TensorInfo {
 pub struct LoadOptions {
     /// Intra-op threads; `0` means every core.
     pub threads: usize,
+    /// Whether idle intra-op threads spin before sleeping (`None`: the
+    /// engine's default, spinning in ONNX Runtime). Spinning shaves the
+    /// wake-up off each run; not spinning leaves the cores to image
+    /// decoding when the engine is busy.
+    pub spin: Option<bool>,
 }
 
 impl LoadOptions {

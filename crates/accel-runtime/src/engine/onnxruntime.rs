@@ -217,9 +217,14 @@ impl Backend for OrtBackend {
             .with_intra_threads(options.resolved_threads())
             .map_err(|e| err(e.into()))?
             .with_inter_threads(1)
-            .map_err(|e| err(e.into()))?
-            .commit_from_memory(model)
-            .map_err(err)?;
+            .map_err(|e| err(e.into()))?;
+        let mut session = match options.spin {
+            Some(spin) => session
+                .with_intra_op_spinning(spin)
+                .map_err(|e| err(e.into()))?,
+            None => session,
+        };
+        let session = session.commit_from_memory(model).map_err(err)?;
         let inputs = session
             .inputs()
             .iter()

@@ -472,3 +472,64 @@ fn large_jpegs_decode_at_a_reduced_scale_without_changing_the_answer() {
     let (big_top, _) = pipe.classify(&[&jpeg], 1).unwrap();
     assert_eq!(big_top[0].top[0].index, full_top[0].top[0].index);
 }
+
+/// ONNX Runtime's optimized model is cached on first load and loaded
+/// without optimizing afterwards: the cached plan's outputs equal a fresh
+/// plan's, and a damaged cache file is replaced, not trusted.
+#[test]
+fn onnxruntime_caches_its_optimized_model_and_survives_a_damaged_cache() {
+    use accel_runtime::engine::OptimizedCache;
+    let dir = std::env::temp_dir().join(format!("accel-ort-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let model = fixture("models/shufflenet-v2-12-f32.onnx");
+    let cache = OptimizedCache {
+        dir: dir.clone(),
+        model_sha256: "0".repeat(64),
+    };
+    let options = LoadOptions {
+        threads: 1,
+        cache: Some(cache),
+        ..LoadOptions::default()
+    };
+    let ort = ort();
+    let input = Tensor::from_f32(
+        vec![1, 3, 224, 224],
+        preprocess(
+            &fixture("images/sklearn_china.jpg"),
+            Preset::Torchvision,
+            ChannelOrder::Rgb,
+        ),
+    )
+    .unwrap();
+    let fresh = ort.load(&model, &LoadOptions::default()).unwrap();
+    let want = fresh.run(std::slice::from_ref(&input)).unwrap();
+    let cached_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+
+    let first = ort.load(&model, &options).unwrap();
+    let files = cached_files();
+    assert_eq!(files.len(), 1, "one optimized model written: {files:?}");
+    assert!(files[0].to_string_lossy().contains(&"0".repeat(64)));
+    let second = ort.load(&model, &options).unwrap();
+    for plan in [&first, &second] {
+        let got = plan.run(std::slice::from_ref(&input)).unwrap();
+        let (max, _) = diff_stats(got[0].as_f32().unwrap(), want[0].as_f32().unwrap());
+        assert!(max <= 1e-3, "cached plan differs by {max}");
+    }
+
+    std::fs::write(&files[0], b"not an onnx model").unwrap();
+    let third = ort.load(&model, &options).unwrap();
+    let got = third.run(std::slice::from_ref(&input)).unwrap();
+    assert_eq!(
+        argmax(got[0].as_f32().unwrap()),
+        argmax(want[0].as_f32().unwrap())
+    );
+    assert!(
+        std::fs::metadata(&files[0]).unwrap().len() > 1000,
+        "the damaged cache file was rewritten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

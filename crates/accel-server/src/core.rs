@@ -452,3 +452,131 @@ impl Job {
         self.reply.send(result.map(|o| (o, times)));
     }
 }
+
+#[cfg(test)]
+mod pipeline_tests {
+    use super::*;
+    use accel_core::spec::Preset;
+    use accel_core::{DType, Tensor};
+    use accel_runtime::onnx_info::ModelIo;
+    use accel_runtime::pipeline::resolve_spec;
+    use accel_runtime::{EngineKind, Limits, Plan, RuntimeError, TensorInfo};
+
+    const PHOTO: &[u8] = include_bytes!("../../../fixtures/images/sklearn_china.jpg");
+
+    /// Sums its (preprocessed) input slowly, to keep the engine busy.
+    struct SlowSum(Vec<TensorInfo>, Vec<TensorInfo>);
+
+    impl Plan for SlowSum {
+        fn engine(&self) -> EngineKind {
+            EngineKind::Tract
+        }
+        fn inputs(&self) -> &[TensorInfo] {
+            &self.0
+        }
+        fn outputs(&self) -> &[TensorInfo] {
+            &self.1
+        }
+        fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+            std::thread::sleep(Duration::from_millis(300));
+            let sum = inputs[0].as_f32().unwrap().iter().sum::<f32>();
+            Ok(vec![Tensor::from_f32(vec![1, 2], vec![sum, 0.0]).unwrap()])
+        }
+    }
+
+    fn image_core(engine_queue: usize) -> Arc<RequestCore> {
+        let input = TensorInfo {
+            name: "data".into(),
+            dtype: DType::F32,
+            shape: vec![Some(1), Some(3), Some(224), Some(224)],
+        };
+        let output = TensorInfo {
+            name: "logits".into(),
+            dtype: DType::F32,
+            shape: vec![Some(1), Some(2)],
+        };
+        let io = ModelIo {
+            inputs: vec![input.clone()],
+            outputs: vec![output.clone()],
+            opsets: vec![],
+        };
+        let mut spec = resolve_spec(Preset::Torchvision.spec(), &io).unwrap();
+        spec.outputs[0].softmax = false;
+        let plan = SlowSum(vec![input], vec![output]);
+        let pipeline = CompiledPipeline::new(Box::new(plan), spec, None, Limits::default());
+        let service = Service {
+            name: "svc".into(),
+            model_name: "m".into(),
+            version: 1,
+            pipeline: Arc::new(pipeline.unwrap()),
+            keys: ServiceKeys::new("svc", &[], None),
+        };
+        let core = RequestCore::new(
+            vec![service],
+            Executor::new(1, engine_queue),
+            Arc::new(Metrics::new()),
+        )
+        .with_preprocess_pool(Executor::new(2, 16));
+        core.warm_up().unwrap();
+        Arc::new(core)
+    }
+
+    fn photo_request() -> InferRequest {
+        InferRequest {
+            protocol: crate::request::Protocol::TfsGrpc,
+            target: Target::default(),
+            api_key: None,
+            inputs: vec![NamedInput {
+                name: "images".into(),
+                tensor: Tensor::new(vec![1], TensorData::String(vec![PHOTO.to_vec()])).unwrap(),
+            }],
+            output_filter: vec![],
+            timeout: None,
+        }
+    }
+
+    /// Through the preprocessing pool, answers equal the engine-only path's,
+    /// and when the engine's queue is full after preprocessing the caller
+    /// gets RESOURCE_EXHAUSTED (not a lost reply).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_preprocessing_stage_hands_on_or_refuses_cleanly() {
+        let core = image_core(1);
+        let requests: Vec<_> = (0..5)
+            .map(|_| {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move { core.infer(photo_request()).await })
+            })
+            .collect();
+        let mut ok = Vec::new();
+        let mut refused = 0;
+        for r in join_all(requests).await {
+            match r {
+                Ok(resp) => ok.push(resp.outputs[0].1.tensor.as_f32().unwrap()[0]),
+                Err(e) => {
+                    assert_eq!(e.kind, ErrorKind::ResourceExhausted, "{}", e.message);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(!ok.is_empty(), "the first request must succeed");
+        assert!(
+            refused >= 1,
+            "five requests on a queue of one: some refused"
+        );
+        // Same sum as decoding on the engine worker.
+        let direct = {
+            let refs: Vec<&[u8]> = vec![PHOTO];
+            let t = core.services()[0].pipeline.preprocess(&refs).unwrap();
+            t.as_f32().unwrap().iter().sum::<f32>()
+        };
+        assert!(ok.iter().all(|s| *s == direct), "{ok:?} vs {direct}");
+    }
+
+    async fn join_all<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+}

@@ -4,7 +4,7 @@
 use crate::context::GlobalArgs;
 use accel_core::name::NameRef;
 use accel_registry::{ModelRecord, Registry};
-use accel_runtime::engine::{select_backend, EngineChoice, LoadOptions};
+use accel_runtime::engine::{select_backend, EngineChoice, LoadOptions, OptimizedCache};
 use accel_runtime::{CompiledPipeline, Limits};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -61,6 +61,10 @@ pub fn load_model(
     let options = LoadOptions {
         threads: req.threads,
         spin: req.spin,
+        cache: Some(OptimizedCache {
+            dir: global.home()?.join("cache").join("optimized"),
+            model_sha256: record.sha256.clone(),
+        }),
     };
     let (plan, digest) = std::thread::scope(|s| {
         let digest = s.spawn(|| hex::encode(Sha256::digest(&bytes)));

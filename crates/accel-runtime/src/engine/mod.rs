@@ -34,6 +34,56 @@ pub struct LoadOptions {
     /// wake-up off each run; not spinning leaves the cores to image
     /// decoding when the engine is busy.
     pub spin: Option<bool>,
+    /// Where an engine may keep the model it optimized, to load it again
+    /// without optimizing (cold start); `None`: optimize at every load.
+    pub cache: Option<OptimizedCache>,
+}
+
+/// A cache of engine-optimized models: `dir/<model sha256>-<engine
+/// version>-<cpu features>.<ext>`, written once (temp file + rename), read
+/// at later loads of the same model on the same engine and CPU. Derived data:
+/// deleting it only costs the next load its optimization time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptimizedCache {
+    /// The cache directory (created on first write).
+    pub dir: std::path::PathBuf,
+    /// The sha256 of the model bytes being loaded, as the registry knows it.
+    pub model_sha256: String,
+}
+
+impl OptimizedCache {
+    /// The cache file for this model on `engine` (its version string).
+    pub fn path(&self, engine: &str, ext: &str) -> std::path::PathBuf {
+        self.dir.join(format!(
+            "{}-{engine}-{}.{ext}",
+            self.model_sha256,
+            cpu_tag()
+        ))
+    }
+}
+
+/// The CPU features an optimized (layout-transformed) model may rely on.
+fn cpu_tag() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut tag = String::from("x86_64");
+        for (on, name) in [
+            (std::arch::is_x86_feature_detected!("avx2"), "avx2"),
+            (std::arch::is_x86_feature_detected!("fma"), "fma"),
+            (std::arch::is_x86_feature_detected!("avx512f"), "avx512f"),
+            (std::arch::is_x86_feature_detected!("avx512vnni"), "vnni"),
+        ] {
+            if on {
+                tag.push('_');
+                tag.push_str(name);
+            }
+        }
+        tag
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
 }
 
 impl LoadOptions {

@@ -206,25 +206,21 @@ impl Backend for OrtBackend {
     }
 
     fn load(&self, model: &[u8], options: &LoadOptions) -> Result<Box<dyn Plan>, RuntimeError> {
-        let err = |e: ort::Error| RuntimeError::Load {
-            engine: "onnxruntime",
-            message: e.to_string(),
+        let cached = options
+            .cache
+            .as_ref()
+            .map(|c| c.path(&format!("ort{}", self.version()), "onnx"));
+        let session = match &cached {
+            Some(path) if path.is_file() => match self.session(Source::Optimized(path), options) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unusable optimized model; optimizing again");
+                    let _ = std::fs::remove_file(path);
+                    self.session(Source::Model(model, cached.as_deref()), options)?
+                }
+            },
+            _ => self.session(Source::Model(model, cached.as_deref()), options)?,
         };
-        let session = Session::builder(&self.loaded.env)
-            .map_err(err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| err(e.into()))?
-            .with_intra_threads(options.resolved_threads())
-            .map_err(|e| err(e.into()))?
-            .with_inter_threads(1)
-            .map_err(|e| err(e.into()))?;
-        let mut session = match options.spin {
-            Some(spin) => session
-                .with_intra_op_spinning(spin)
-                .map_err(|e| err(e.into()))?,
-            None => session,
-        };
-        let session = session.commit_from_memory(model).map_err(err)?;
         let inputs = session
             .inputs()
             .iter()
@@ -240,6 +236,69 @@ impl Backend for OrtBackend {
             inputs,
             outputs,
         }))
+    }
+}
+
+/// What a session is built from.
+enum Source<'a> {
+    /// The model's bytes, optimized now (and written to the cache path, if
+    /// given, for next time).
+    Model(&'a [u8], Option<&'a Path>),
+    /// A model this backend optimized before: loaded without optimizing.
+    Optimized(&'a Path),
+}
+
+impl OrtBackend {
+    fn session(&self, source: Source<'_>, options: &LoadOptions) -> Result<Session, RuntimeError> {
+        let err = |e: ort::Error| RuntimeError::Load {
+            engine: "onnxruntime",
+            message: e.to_string(),
+        };
+        let level = match source {
+            Source::Model(..) => GraphOptimizationLevel::Level3,
+            Source::Optimized(_) => GraphOptimizationLevel::Disable,
+        };
+        let mut builder = Session::builder(&self.loaded.env)
+            .map_err(err)?
+            .with_optimization_level(level)
+            .map_err(|e| err(e.into()))?
+            .with_intra_threads(options.resolved_threads())
+            .map_err(|e| err(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| err(e.into()))?;
+        if let Some(spin) = options.spin {
+            builder = builder
+                .with_intra_op_spinning(spin)
+                .map_err(|e| err(e.into()))?;
+        }
+        match source {
+            Source::Optimized(path) => builder.commit_from_file(path).map_err(err),
+            Source::Model(model, None) => builder.commit_from_memory(model).map_err(err),
+            Source::Model(model, Some(path)) => {
+                // Written beside its final name, renamed when complete: a
+                // reader never sees half a file.
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let tmp = dir.join(format!(
+                    ".{}.{}.tmp",
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
+                    std::process::id()
+                ));
+                let written = std::fs::create_dir_all(dir).is_ok();
+                if written {
+                    builder = builder
+                        .with_optimized_model_path(&tmp)
+                        .map_err(|e| err(e.into()))?;
+                }
+                let session = builder.commit_from_memory(model).map_err(err)?;
+                if written {
+                    if let Err(e) = std::fs::rename(&tmp, path) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not cache the optimized model");
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                }
+                Ok(session)
+            }
+        }
     }
 }
 

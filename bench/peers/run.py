@@ -62,12 +62,16 @@ MODELS = {
 # measured over every protocol a peer uses, plus its native TF Serving gRPC.
 DEFAULT_PROTOCOLS = {
     "accel": ["tfs-grpc", "kserve-grpc", "kserve-http"],
+    # Accel's throughput setting: idle engine threads sleep instead of
+    # spinning, leaving the cores to image decoding under load.
+    "accel-nospin": ["kserve-http"],
     "fastapi": ["kserve-http"],
     "kserve": ["kserve-grpc"],
     "ray": ["kserve-http"],
 }
 SPOKEN = {
     "accel": {"tfs-grpc", "kserve-grpc", "kserve-http", "tfs-rest"},
+    "accel-nospin": {"tfs-grpc", "kserve-grpc", "kserve-http", "tfs-rest"},
     "fastapi": {"kserve-http"},
     "kserve": {"kserve-grpc", "kserve-http"},
     "ray": {"kserve-http"},
@@ -333,11 +337,13 @@ class Harness:
         http = free_port()
         env = dict(self.base_env)
         pre = self.taskset(self.a.server_cpus)
-        if server == "accel":
+        if server in ("accel", "accel-nospin"):
             grpc = free_port()
             argv = pre + [str(self.accel), "serve", "--model", model, "--engine", "onnxruntime",
                           "--threads", str(self.a.threads), "--grpc-port", str(grpc),
                           "--http-port", str(http)]
+            if server == "accel-nospin":
+                argv += ["--engine-spin", "false"]
             return Launch(argv, env, f"http://127.0.0.1:{http}/v2/health/ready", http, grpc)
         if server == "fastapi":
             argv = pre + [self.py, str(HERE / "fastapi_server.py"), "--model-path", str(path),

@@ -3,8 +3,7 @@
 
 use crate::engine::{Plan, TensorInfo};
 use crate::error::RuntimeError;
-use crate::image::preprocess::min_source_side;
-use crate::image::{decode_rgb_reduced, preprocess_into};
+use crate::image::{decode_rgb, preprocess_into};
 use crate::limits::Limits;
 use crate::onnx_info::ModelIo;
 use crate::postprocess::{softmax_rows, top_k};
@@ -240,8 +239,8 @@ impl CompiledPipeline {
         let item = 3 * w as usize * h as usize;
         let mut data = vec![0f32; item * images.len()];
         for (i, (bytes, out)) in images.iter().zip(data.chunks_exact_mut(item)).enumerate() {
-            let img = decode_rgb_reduced(bytes, &self.limits, min_source_side(&pre.resize))
-                .map_err(|e| with_index(e, i, images.len()))?;
+            let img =
+                decode_rgb(bytes, &self.limits).map_err(|e| with_index(e, i, images.len()))?;
             preprocess_into(&img, pre, out)?;
         }
         let shape = match pre.layout {

@@ -424,55 +424,6 @@ fn non_onnx_files_are_refused() {
     assert_eq!(io.outputs[0].name, "output");
 }
 
-/// A JPEG four times larger than the model needs is decoded at a reduced DCT
-/// scale (here 1/4: the inverse DCT and colour conversion do a sixteenth of
-/// the work), and the model input it gives stays within a level or so of the
-/// full-size decode, which the tests above hold to Pillow. The photo is a
-/// real one, upscaled 4× and re-encoded by the `image` crate.
-#[test]
-fn large_jpegs_decode_at_a_reduced_scale_without_changing_the_answer() {
-    use accel_runtime::image::decode_rgb_reduced;
-    use accel_runtime::image::preprocess::min_source_side;
-    let small = decode_rgb(&fixture("images/sklearn_china.jpg"), &Limits::default()).unwrap();
-    let src = image::RgbImage::from_raw(small.width, small.height, small.pixels).unwrap();
-    let big = image::imageops::resize(&src, 2560, 1708, image::imageops::FilterType::Triangle);
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92)
-        .encode_image(&big)
-        .unwrap();
-
-    let spec = Preset::Torchvision.spec().preprocess.unwrap();
-    let limits = Limits::default();
-    let reduced = decode_rgb_reduced(&jpeg, &limits, min_source_side(&spec.resize)).unwrap();
-    assert_eq!((reduced.width, reduced.height), (640, 427), "1/4 scale");
-    let full = decode_rgb(&jpeg, &limits).unwrap();
-    assert_eq!((full.width, full.height), (2560, 1708));
-    // A quarter of 1708 is 427 ≥ 256; an eighth (214) would be too small.
-    let tiny = decode_rgb_reduced(&jpeg, &limits, 500).unwrap();
-    assert_eq!((tiny.width, tiny.height), (1280, 854), "1/2 scale");
-
-    let mut a = vec![0f32; 3 * 224 * 224];
-    let mut b = vec![0f32; 3 * 224 * 224];
-    preprocess_into(&reduced, &spec, &mut a).unwrap();
-    preprocess_into(&full, &spec, &mut b).unwrap();
-    let (max, mean) = diff_stats(&a, &b);
-    let level = 1.0 / 255.0 / 0.224;
-    eprintln!(
-        "reduced vs full: max {:.2} levels, mean {:.3} levels",
-        max / level,
-        mean / level
-    );
-    assert!(mean <= 1.0 * level, "mean abs diff {mean}");
-    assert!(max <= 10.0 * level, "max abs diff {max}");
-
-    let pipe = pipeline(&ort(), "shufflenet-v2-12-qdq.onnx");
-    let (full_top, _) = pipe
-        .classify(&[&fixture("images/sklearn_china.jpg")], 1)
-        .unwrap();
-    let (big_top, _) = pipe.classify(&[&jpeg], 1).unwrap();
-    assert_eq!(big_top[0].top[0].index, full_top[0].top[0].index);
-}
-
 /// ONNX Runtime's optimized model is cached on first load and loaded
 /// without optimizing afterwards: the cached plan's outputs equal a fresh
 /// plan's, and a damaged cache file is replaced, not trusted.

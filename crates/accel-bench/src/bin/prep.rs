@@ -7,8 +7,8 @@
 
 use accel_bench::stats::percentile;
 use accel_core::spec::Preset;
-use accel_runtime::image::preprocess::{min_source_side, resize_rgb};
-use accel_runtime::image::{decode_rgb, decode_rgb_reduced, preprocess_into};
+use accel_runtime::image::preprocess::resize_rgb;
+use accel_runtime::image::{decode_rgb, preprocess_into};
 use accel_runtime::Limits;
 use anyhow::Context;
 use clap::Parser;
@@ -85,12 +85,6 @@ fn main() -> anyhow::Result<()> {
             }),
         );
         row(
-            "decode: accel, reduced DCT scale when large",
-            time(args.runs, || {
-                decode_rgb_reduced(bytes, &limits, min_source_side(&spec.resize)).unwrap();
-            }),
-        );
-        row(
             "decode: zune-jpeg direct",
             time(args.runs, || {
                 let opts = zune_core::options::DecoderOptions::default()
@@ -134,17 +128,9 @@ fn main() -> anyhow::Result<()> {
             }),
         );
         row(
-            "all: full decode + resize + normalize",
+            "all, as served: decode + resize + normalize",
             time(args.runs, || {
                 let img = decode_rgb(bytes, &limits).unwrap();
-                preprocess_into(&img, &spec, &mut out).unwrap();
-            }),
-        );
-        row(
-            "all, as served: decode (reduced when large) + resize + normalize",
-            time(args.runs, || {
-                let img =
-                    decode_rgb_reduced(bytes, &limits, min_source_side(&spec.resize)).unwrap();
                 preprocess_into(&img, &spec, &mut out).unwrap();
             }),
         );

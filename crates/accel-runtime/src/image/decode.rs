@@ -24,24 +24,8 @@ impl std::fmt::Debug for RgbImage {
     }
 }
 
-/// Decodes `bytes` (JPEG or PNG, detected from the content, not a file name)
-/// at full size.
+/// Decodes `bytes` (JPEG or PNG, detected from the content, not a file name).
 pub fn decode_rgb(bytes: &[u8], limits: &Limits) -> Result<RgbImage, RuntimeError> {
-    decode_rgb_reduced(bytes, limits, u32::MAX)
-}
-
-/// Decodes `bytes` like [`decode_rgb`], but a JPEG much larger than needed
-/// is decoded at a reduced DCT scale (1/2, 1/4 or 1/8: the inverse DCT
-/// computes fewer pixels, and colour conversion touches fewer) as long as
-/// both sides of the result stay at least `min_side` pixels. Preprocessing
-/// then resizes from that smaller image instead of the full one. Images that
-/// are not big enough, PNGs and JPEGs in colour spaces other than grey and
-/// YCbCr/RGB are decoded at full size.
-pub fn decode_rgb_reduced(
-    bytes: &[u8],
-    limits: &Limits,
-    min_side: u32,
-) -> Result<RgbImage, RuntimeError> {
     if bytes.is_empty() {
         return Err(RuntimeError::Decode("empty input (0 bytes)".into()));
     }
@@ -80,15 +64,8 @@ pub fn decode_rgb_reduced(
     let orientation = decoder
         .orientation()
         .map_err(|e| RuntimeError::Decode(format!("{format:?}: {e}")))?;
-    let reduced = match reduction(width, height, min_side) {
-        Some(scale) if format == ImageFormat::Jpeg => decode_jpeg_scaled(bytes, scale)?,
-        _ => None,
-    };
-    let mut img = match reduced {
-        Some(img) => img,
-        None => DynamicImage::from_decoder(decoder)
-            .map_err(|e| RuntimeError::Decode(format!("{format:?}: {e}")))?,
-    };
+    let mut img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| RuntimeError::Decode(format!("{format:?}: {e}")))?;
     img.apply_orientation(orientation);
     let rgb = match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
@@ -98,40 +75,6 @@ pub fn decode_rgb_reduced(
         width: rgb.width(),
         height: rgb.height(),
         pixels: rgb.into_raw(),
-    })
-}
-
-/// The largest DCT reduction (2, 4 or 8) that keeps both sides of a
-/// `width`×`height` image at least `min_side`, if any.
-fn reduction(width: u32, height: u32, min_side: u32) -> Option<u32> {
-    [8, 4, 2]
-        .into_iter()
-        .find(|s| width.min(height) / s >= min_side)
-}
-
-/// Decodes a JPEG at 1/`scale` of its size with jpeg-decoder's scaled
-/// inverse DCT. `None` when the colour space is one only the full-size
-/// path handles (CMYK, 16-bit).
-fn decode_jpeg_scaled(bytes: &[u8], scale: u32) -> Result<Option<DynamicImage>, RuntimeError> {
-    let err = |e: jpeg_decoder::Error| RuntimeError::Decode(format!("Jpeg: {e}"));
-    let mut d = jpeg_decoder::Decoder::new(bytes);
-    d.read_info().map_err(err)?;
-    let info = d
-        .info()
-        .ok_or_else(|| RuntimeError::Decode("Jpeg: no frame header".into()))?;
-    let want = |side: u16| u16::try_from(u32::from(side).div_ceil(scale)).unwrap_or(u16::MAX);
-    let (w, h) = d.scale(want(info.width), want(info.height)).map_err(err)?;
-    let pixels = d.decode().map_err(err)?;
-    let (w, h) = (u32::from(w), u32::from(h));
-    let bad = || RuntimeError::Decode("Jpeg: decoded buffer has the wrong size".into());
-    Ok(match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => Some(DynamicImage::ImageRgb8(
-            image::RgbImage::from_raw(w, h, pixels).ok_or_else(bad)?,
-        )),
-        jpeg_decoder::PixelFormat::L8 => Some(DynamicImage::ImageLuma8(
-            image::GrayImage::from_raw(w, h, pixels).ok_or_else(bad)?,
-        )),
-        _ => None,
     })
 }
 

@@ -4,5 +4,5 @@
 pub mod decode;
 pub mod preprocess;
 
-pub use decode::{decode_rgb, decode_rgb_reduced, RgbImage};
+pub use decode::{decode_rgb, RgbImage};
 pub use preprocess::preprocess_into;

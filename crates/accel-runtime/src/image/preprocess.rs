@@ -30,16 +30,6 @@ pub fn scaled_size(width: u32, height: u32, resize: &Resize) -> (u32, u32) {
     }
 }
 
-/// The smallest side a decoded image may have without losing detail this
-/// resize keeps: JPEGs larger than that may be decoded at a reduced DCT
-/// scale (see [`super::decode::decode_rgb_reduced`]).
-pub fn min_source_side(resize: &Resize) -> u32 {
-    match *resize {
-        Resize::Plain { width, height } => width.max(height),
-        Resize::ShorterSideCenterCrop { shorter_side, .. } => shorter_side,
-    }
-}
-
 /// Offset of a centered crop, as torchvision's `CenterCrop` computes it:
 /// `int(round((size - crop) / 2))`, with Python's round-half-to-even.
 pub fn crop_offset(size: u32, crop: u32) -> u32 {

@@ -17,8 +17,8 @@ export ACCEL_HOME=$(mktemp -d)
 trap 'rm -rf "$ACCEL_HOME"' EXIT
 ln -s "$PWD/target/accel-home/engines" "$ACCEL_HOME/engines"
 "$ACCEL" models register m "$MODEL" --preset torchvision >/dev/null
-echo "| start | exec → ready ms | RSS after 50 requests MB |"
-echo "|---:|---:|---:|"
+echo "| start | exec → ready ms | first request ms | requests 2–51 p50 ms | RSS after 51 requests MB |"
+echo "|---:|---:|---:|---:|---:|"
 for i in $(seq 1 "$STARTS"); do
     log="$ACCEL_HOME/serve.log"
     : >"$log"
@@ -28,9 +28,12 @@ for i in $(seq 1 "$STARTS"); do
     until grep -q ready "$log"; do sleep 0.002; done
     t1=$(date +%s%N)
     addr=$(grep -o 'grpc=[0-9.:]*' "$log" | cut -d= -f2)
-    "$ACCEL" bench "$addr" --service m fixtures/images/sklearn_china.jpg --requests 50 --warmup 0 >/dev/null
+    first=$("$ACCEL" bench "$addr" --service m fixtures/images/sklearn_china.jpg --requests 1 --warmup 0 --json |
+        python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["latency_ms"]["p50"])')
+    rest=$("$ACCEL" bench "$addr" --service m fixtures/images/sklearn_china.jpg --requests 50 --warmup 0 --json |
+        python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["latency_ms"]["p50"])')
     rss=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status")
-    echo "| $i | $(( (t1 - t0) / 1000000 )) | $rss |"
+    echo "| $i | $(( (t1 - t0) / 1000000 )) | $first | $rest | $rss |"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 done

@@ -217,10 +217,7 @@ impl RequestCore {
                 let engine = Arc::clone(&self.executor);
                 pool.submit(move || job.preprocess_then_queue(images, &engine))?;
             }
-            (input, _) => self.executor.submit(move || {
-                let started = Instant::now();
-                job.run(input, started, Duration::ZERO)
-            })?,
+            (input, _) => self.executor.submit(move || job.run(input))?,
         }
         let answer = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), rx)
@@ -407,7 +404,8 @@ impl Job {
     }
 
     /// Both stages on an engine worker.
-    fn run(self, input: Input, started: Instant, waited: Duration) {
+    fn run(self, input: Input) {
+        let started = Instant::now();
         let tensor = match input {
             Input::Images(images) => {
                 let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
@@ -422,7 +420,7 @@ impl Job {
             Input::Tensor(t) => t,
         };
         let preprocessed = Instant::now();
-        let queue_wait = waited + (started - self.arrived);
+        let queue_wait = started - self.arrived;
         self.run_tensor(tensor, preprocessed, queue_wait, preprocessed - started)
     }
 

@@ -26,15 +26,20 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Starts `workers` threads with room for `queue` waiting jobs.
+    /// Starts `workers` engine threads with room for `queue` waiting jobs.
     pub fn new(workers: usize, queue: usize) -> Arc<Self> {
+        Self::named("accel-engine", workers, queue)
+    }
+
+    /// Like [`Executor::new`], naming the threads `{name}-{i}`.
+    pub fn named(name: &str, workers: usize, queue: usize) -> Arc<Self> {
         let (tx, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let handles = (0..workers.max(1))
             .map(|i| {
                 let rx = Arc::clone(&rx);
                 std::thread::Builder::new()
-                    .name(format!("accel-engine-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || loop {
                         let job = {
                             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());

@@ -235,7 +235,11 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         Arc::new(Metrics::new()),
     );
     if a.preprocess_workers > 0 {
-        core = core.with_preprocess_pool(Executor::new(a.preprocess_workers, a.queue));
+        core = core.with_preprocess_pool(Executor::named(
+            "accel-preprocess",
+            a.preprocess_workers,
+            a.queue,
+        ));
     }
     let core = Arc::new(core);
     let t_warm = std::time::Instant::now();

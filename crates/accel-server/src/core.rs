@@ -5,16 +5,16 @@
 use crate::auth::{ApiKey, ServiceKeys};
 use crate::error::ServeError;
 use crate::executor::Executor;
-use crate::metrics::{Metrics, StageTimes};
+use crate::job::{Job, ReplySlot};
+use crate::metrics::Metrics;
 use crate::request::{InferRequest, InferResponse, NamedInput, Target};
 use crate::status::code_label;
 use accel_core::spec::InputKind;
 use accel_core::{DType, ErrorKind, TensorData};
-use accel_runtime::pipeline::NamedOutput;
 use accel_runtime::CompiledPipeline;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One served model.
 #[derive(Debug)]
@@ -210,7 +210,7 @@ impl RequestCore {
             service: Arc::clone(&service),
             arrived,
             deadline,
-            reply: Arc::new(ReplySlot(std::sync::Mutex::new(Some(tx)))),
+            reply: Arc::new(ReplySlot::new(tx)),
         };
         match (input, &self.preprocess) {
             (Input::Images(images), Some(pool)) => {
@@ -243,7 +243,7 @@ impl RequestCore {
     }
 }
 
-fn deadline_exceeded() -> ServeError {
+pub(crate) fn deadline_exceeded() -> ServeError {
     ServeError::new(
         ErrorKind::DeadlineExceeded,
         "deadline exceeded before the model ran",
@@ -251,7 +251,7 @@ fn deadline_exceeded() -> ServeError {
 }
 
 /// The model-ready input after validation.
-enum Input {
+pub(crate) enum Input {
     Images(Vec<Vec<u8>>),
     Tensor(accel_core::Tensor),
 }
@@ -345,112 +345,6 @@ fn select_outputs(
         .collect()
 }
 
-type Reply = Result<(Vec<NamedOutput>, StageTimes), ServeError>;
-
-/// Where a request's answer goes: shared, so that a stage that could not
-/// hand a job on can still answer for it.
-struct ReplySlot(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Reply>>>);
-
-impl ReplySlot {
-    fn send(&self, reply: Reply) {
-        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(tx) = sender {
-            let _ = tx.send(reply);
-        }
-    }
-}
-
-/// One admitted request on its way through the worker pools.
-struct Job {
-    service: Arc<Service>,
-    arrived: Instant,
-    deadline: Option<Instant>,
-    reply: Arc<ReplySlot>,
-}
-
-impl Job {
-    fn expired(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now >= d)
-    }
-
-    /// First stage on the preprocessing pool: decode, then queue the
-    /// model-ready tensor for an engine worker.
-    fn preprocess_then_queue(self, images: Vec<Vec<u8>>, engine: &Executor) {
-        let started = Instant::now();
-        if self.expired(started) {
-            self.reply.send(Err(deadline_exceeded()));
-            return;
-        }
-        let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-        let tensor = match self.service.pipeline.preprocess(&refs) {
-            Ok(t) => t,
-            Err(e) => {
-                self.reply.send(Err(e.into()));
-                return;
-            }
-        };
-        let preprocessed = Instant::now();
-        let waited = started - self.arrived;
-        let reply = Arc::clone(&self.reply);
-        let queued = engine.submit(move || {
-            let engine_start = Instant::now();
-            let queue_wait = waited + (engine_start - preprocessed);
-            self.run_tensor(tensor, engine_start, queue_wait, preprocessed - started)
-        });
-        // A refused job was dropped unrun: answer through the shared slot.
-        if let Err(e) = queued {
-            reply.send(Err(e));
-        }
-    }
-
-    /// Both stages on an engine worker.
-    fn run(self, input: Input) {
-        let started = Instant::now();
-        let tensor = match input {
-            Input::Images(images) => {
-                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-                match self.service.pipeline.preprocess(&refs) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.reply.send(Err(e.into()));
-                        return;
-                    }
-                }
-            }
-            Input::Tensor(t) => t,
-        };
-        let preprocessed = Instant::now();
-        let queue_wait = started - self.arrived;
-        self.run_tensor(tensor, preprocessed, queue_wait, preprocessed - started)
-    }
-
-    /// The engine stage.
-    fn run_tensor(
-        self,
-        tensor: accel_core::Tensor,
-        started: Instant,
-        queue_wait: Duration,
-        preprocess: Duration,
-    ) {
-        if self.expired(started) {
-            self.reply.send(Err(deadline_exceeded()));
-            return;
-        }
-        let result = self
-            .service
-            .pipeline
-            .infer(&tensor)
-            .map_err(ServeError::from);
-        let times = StageTimes {
-            queue_wait,
-            preprocess,
-            inference: started.elapsed(),
-            total: Duration::ZERO,
-        };
-        self.reply.send(result.map(|o| (o, times)));
-    }
-}
-
 #[cfg(test)]
 mod pipeline_tests {
     use super::*;
@@ -459,6 +353,7 @@ mod pipeline_tests {
     use accel_runtime::onnx_info::ModelIo;
     use accel_runtime::pipeline::resolve_spec;
     use accel_runtime::{EngineKind, Limits, Plan, RuntimeError, TensorInfo};
+    use std::time::Duration;
 
     const PHOTO: &[u8] = include_bytes!("../../../fixtures/images/sklearn_china.jpg");
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod executor;
 pub mod grpc;
 pub mod http;
+mod job;
 pub mod metrics;
 pub mod request;
 pub mod server;

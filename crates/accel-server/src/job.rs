@@ -1,0 +1,128 @@
+//! One admitted request on its way through the worker pools: decoding on
+//! the preprocessing pool (when there is one), then the engine, with the
+//! stage times and the deadline checked at each hand-off. The answer goes
+//! through a shared reply slot, so a stage that cannot hand a job on (the
+//! next queue is full) still answers for it.
+
+use crate::core::{deadline_exceeded, Input, Service};
+use crate::error::ServeError;
+use crate::executor::Executor;
+use crate::metrics::StageTimes;
+use accel_runtime::pipeline::NamedOutput;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub(crate) type Reply = Result<(Vec<NamedOutput>, StageTimes), ServeError>;
+
+/// Where a request's answer goes: shared, so that a stage that could not
+/// hand a job on can still answer for it.
+pub(crate) struct ReplySlot(Mutex<Option<oneshot::Sender<Reply>>>);
+
+impl ReplySlot {
+    pub(crate) fn new(tx: oneshot::Sender<Reply>) -> Self {
+        ReplySlot(Mutex::new(Some(tx)))
+    }
+
+    pub(crate) fn send(&self, reply: Reply) {
+        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = sender {
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+/// One admitted request on its way through the worker pools.
+pub(crate) struct Job {
+    pub(crate) service: Arc<Service>,
+    pub(crate) arrived: Instant,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) reply: Arc<ReplySlot>,
+}
+
+impl Job {
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// First stage on the preprocessing pool: decode, then queue the
+    /// model-ready tensor for an engine worker.
+    pub(crate) fn preprocess_then_queue(self, images: Vec<Vec<u8>>, engine: &Executor) {
+        let started = Instant::now();
+        if self.expired(started) {
+            self.reply.send(Err(deadline_exceeded()));
+            return;
+        }
+        let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        let tensor = match self.service.pipeline.preprocess(&refs) {
+            Ok(t) => t,
+            Err(e) => {
+                self.reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let preprocessed = Instant::now();
+        let waited = started - self.arrived;
+        let reply = Arc::clone(&self.reply);
+        let queued = engine.submit(move || {
+            let engine_start = Instant::now();
+            let queue_wait = waited + (engine_start - preprocessed);
+            self.run_tensor(tensor, engine_start, queue_wait, preprocessed - started)
+        });
+        // A refused job was dropped unrun: answer through the shared slot.
+        if let Err(e) = queued {
+            reply.send(Err(e));
+        }
+    }
+
+    /// Both stages on an engine worker.
+    pub(crate) fn run(self, input: Input) {
+        let started = Instant::now();
+        if self.expired(started) {
+            self.reply.send(Err(deadline_exceeded()));
+            return;
+        }
+        let tensor = match input {
+            Input::Images(images) => {
+                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+                match self.service.pipeline.preprocess(&refs) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.reply.send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+            Input::Tensor(t) => t,
+        };
+        let preprocessed = Instant::now();
+        let queue_wait = started - self.arrived;
+        self.run_tensor(tensor, preprocessed, queue_wait, preprocessed - started)
+    }
+
+    /// The engine stage.
+    fn run_tensor(
+        self,
+        tensor: accel_core::Tensor,
+        started: Instant,
+        queue_wait: Duration,
+        preprocess: Duration,
+    ) {
+        if self.expired(started) {
+            self.reply.send(Err(deadline_exceeded()));
+            return;
+        }
+        let result = self
+            .service
+            .pipeline
+            .infer(&tensor)
+            .map_err(ServeError::from);
+        let times = StageTimes {
+            queue_wait,
+            preprocess,
+            inference: started.elapsed(),
+            total: Duration::ZERO,
+        };
+        self.reply.send(result.map(|o| (o, times)));
+    }
+}

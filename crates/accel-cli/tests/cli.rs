@@ -2,6 +2,7 @@
 //! a fresh temporary Accel home.
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -482,48 +483,71 @@ fn kill_9_during_register_leaves_a_consistent_registry() {
     }
 }
 
+/// A running `accel serve` and the addresses from its ready line.
+struct Served {
+    child: std::process::Child,
+    line: String,
+    grpc: String,
+    http: String,
+}
+
+/// Spawns `cmd` (an `accel serve …` command), reads its first stdout line
+/// ("ready grpc=HOST:PORT http=HOST:PORT") and parses the two addresses.
+fn spawn_serve(mut cmd: Command) -> Served {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in the ready line {line:?}"))
+            .to_string()
+    };
+    let (grpc, http) = (port("grpc="), port("http="));
+    Served {
+        child,
+        line,
+        grpc,
+        http,
+    }
+}
+
 /// `accel serve` + `accel score` (our client, Azure PredictionClient's wire
 /// shape) + `accel bench`: right answers, keys enforced, SIGTERM exits.
 #[test]
 fn serve_score_and_bench_over_grpc() {
-    use std::io::{BufRead, BufReader};
     let h = Home::new();
     h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
-    let mut server = h
-        .cmd()
-        .env(
-            "ACCEL_LOG",
-            "accel=debug,accel_server=debug,accel_runtime=debug",
-        )
-        .args([
-            "--verbose",
-            "serve",
-            "--model",
-            "shuffle",
-            "--service",
-            "svc",
-            "--key",
-            "k-123",
-            "--engine",
-            "tract",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut cmd = h.cmd();
+    cmd.env(
+        "ACCEL_LOG",
+        "accel=debug,accel_server=debug,accel_runtime=debug",
+    )
+    .args([
+        "--verbose",
+        "serve",
+        "--model",
+        "shuffle",
+        "--service",
+        "svc",
+        "--key",
+        "k-123",
+        "--engine",
+        "tract",
+    ])
+    .stderr(Stdio::piped());
+    let Served {
+        child: server,
+        line,
+        grpc,
+        ..
+    } = spawn_serve(cmd);
     assert!(
         line.starts_with("ready grpc=127.0.0.1:") && line.contains(" http=127.0.0.1:"),
         "{line}"
     );
-    let grpc = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .unwrap()
-        .to_string();
     let coffee = fixture("images/skimage_coffee.png");
     let coffee = coffee.to_str().unwrap();
     let v = h.json(&[
@@ -591,7 +615,6 @@ fn serve_score_and_bench_over_grpc() {
 /// `accel serve --config FILE`: several services, per-service keys.
 #[test]
 fn serve_config_file_hosts_several_services() {
-    use std::io::{BufRead, BufReader};
     let h = Home::new();
     h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
     let cfg = h.path().join("serve.toml");
@@ -600,28 +623,20 @@ fn serve_config_file_hosts_several_services() {
         "[[service]]\nname = \"open\"\nmodel = \"shuffle:1\"\n\n[[service]]\nname = \"locked\"\nmodel = \"shuffle\"\nkeys = [\"s3cret\"]\n",
     )
     .unwrap();
-    let mut server = h
-        .cmd()
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--engine",
-            "tract",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grpc = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let mut cmd = h.cmd();
+    cmd.args([
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--engine",
+        "tract",
+    ])
+    .stderr(Stdio::null());
+    let Served {
+        child: mut server,
+        grpc,
+        ..
+    } = spawn_serve(cmd);
     let china = fixture("images/sklearn_china.jpg");
     let china = china.to_str().unwrap();
     let v = h.json(&["score", &grpc, "--service", "open", china, "--json"]);
@@ -652,7 +667,6 @@ fn serve_config_file_hosts_several_services() {
 /// stages read on every protocol, HTTP failures keyed by status.
 #[test]
 fn bench_speaks_every_protocol_and_reads_server_timing() {
-    use std::io::{BufRead, BufReader};
     let h = Home::new();
     // --requests and --duration exclude each other (clap says so, before anything runs).
     let out = h.run(&[
@@ -673,34 +687,25 @@ fn bench_speaks_every_protocol_and_reads_server_timing() {
         String::from_utf8_lossy(&out.stderr)
     );
     h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
-    let mut server = h
-        .cmd()
-        .args([
-            "serve",
-            "--model",
-            "shuffle",
-            "--service",
-            "svc",
-            "--key",
-            "k-123",
-            "--engine",
-            "tract",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{line}"))
-            .to_string()
-    };
-    let (grpc, http) = (port("grpc="), port("http="));
+    let mut cmd = h.cmd();
+    cmd.args([
+        "serve",
+        "--model",
+        "shuffle",
+        "--service",
+        "svc",
+        "--key",
+        "k-123",
+        "--engine",
+        "tract",
+    ])
+    .stderr(Stdio::null());
+    let Served {
+        child: mut server,
+        grpc,
+        http,
+        ..
+    } = spawn_serve(cmd);
     let china = fixture("images/sklearn_china.jpg");
     let china = china.to_str().unwrap();
     let bench = |address: &str, protocol: &str, extra: &[&str]| {

@@ -41,23 +41,27 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    fn expired(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now >= d)
+    /// Answers DEADLINE_EXCEEDED when the deadline passed before `now`;
+    /// true when it did (the stage must then stop).
+    fn answered_late(&self, now: Instant) -> bool {
+        let late = self.deadline.is_some_and(|d| now >= d);
+        if late {
+            self.reply.send(Err(deadline_exceeded()));
+        }
+        late
     }
 
     /// First stage on the preprocessing pool: decode, then queue the
     /// model-ready tensor for an engine worker.
     pub(crate) fn preprocess_then_queue(self, images: Vec<Vec<u8>>, engine: &Executor) {
         let started = Instant::now();
-        if self.expired(started) {
-            self.reply.send(Err(deadline_exceeded()));
+        if self.answered_late(started) {
             return;
         }
-        let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-        let tensor = match self.service.pipeline.preprocess(&refs) {
+        let tensor = match self.preprocess(&images) {
             Ok(t) => t,
             Err(e) => {
-                self.reply.send(Err(e.into()));
+                self.reply.send(Err(e));
                 return;
             }
         };
@@ -75,25 +79,28 @@ impl Job {
         }
     }
 
+    /// Decodes and preprocesses the request's images into the model's input.
+    fn preprocess(&self, images: &[Vec<u8>]) -> Result<accel_core::Tensor, ServeError> {
+        let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        Ok(self.service.pipeline.preprocess(&refs)?)
+    }
+
     /// Both stages on an engine worker.
     pub(crate) fn run(self, input: Input) {
         let started = Instant::now();
-        if self.expired(started) {
-            self.reply.send(Err(deadline_exceeded()));
+        if self.answered_late(started) {
             return;
         }
         let tensor = match input {
-            Input::Images(images) => {
-                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-                match self.service.pipeline.preprocess(&refs) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.reply.send(Err(e.into()));
-                        return;
-                    }
-                }
+            Input::Images(images) => self.preprocess(&images),
+            Input::Tensor(t) => Ok(t),
+        };
+        let tensor = match tensor {
+            Ok(t) => t,
+            Err(e) => {
+                self.reply.send(Err(e));
+                return;
             }
-            Input::Tensor(t) => t,
         };
         let preprocessed = Instant::now();
         let queue_wait = started - self.arrived;
@@ -108,8 +115,7 @@ impl Job {
         queue_wait: Duration,
         preprocess: Duration,
     ) {
-        if self.expired(started) {
-            self.reply.send(Err(deadline_exceeded()));
+        if self.answered_late(started) {
             return;
         }
         let result = self

@@ -36,6 +36,12 @@ enum Command {
     Quickstart(cmd::quickstart::QuickstartArgs),
     /// Serve models over gRPC (TensorFlow Serving, KServe v2) and HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Convert a model into a plan for this machine: measured, quantized when
+    /// the accuracy budget allows, registered with its report.
+    Convert(cmd::convert::ConvertArgs),
+    /// Follow operations started with --no-wait.
+    #[command(subcommand)]
+    Operations(cmd::operations::OperationsCommand),
     /// Measure a running service: latency percentiles and throughput.
     Bench(cmd::bench::BenchArgs),
     /// Score image files against a running service over gRPC.
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Score(a) => cmd::score::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Convert(a) => cmd::convert::run(&cli.global, a),
+        Command::Operations(c) => cmd::operations::run(&cli.global, c),
         Command::Services(c) => cmd::services::run(&cli.global, c),
     };
     match result {

@@ -1,6 +1,9 @@
 //! End-to-end tests of the `accel` binary: each runs it as a user would, in
 //! a fresh temporary Accel home.
 
+#[path = "cli/convert.rs"]
+mod convert;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

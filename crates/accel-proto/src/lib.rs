@@ -12,6 +12,10 @@
 //!   `TensorShapeProto`, `DataType`, `SignatureDef`, `TensorInfo`, ...).
 //! - [`inference`]: the KServe v2 / Open Inference Protocol
 //!   `inference.GRPCInferenceService`.
+//! - [`onnx`]: the ONNX model format (`ModelProto`, `GraphProto`, `NodeProto`,
+//!   `TensorProto`, ...), messages only, from onnx 1.23.2's `onnx.proto` in
+//!   its proto3 form (`proto/onnx/onnx.proto` says how it was made). Not in
+//!   [`FILE_DESCRIPTOR_SET`]: no service speaks it.
 //!
 //! Google well-known types (`Any`, `Int64Value`) are [`prost_types`].
 //!
@@ -45,4 +49,11 @@ pub mod tensorflow {
 #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod inference {
     tonic::include_proto!("inference");
+}
+
+/// Protobuf package `onnx`: the ONNX model format (messages only; read and
+/// written with [`prost::Message`]).
+#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
+pub mod onnx {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }

@@ -4,10 +4,17 @@
 //! people deleting files by hand all leave the two halves of the registry
 //! disagreeing. `check` finds every kind of disagreement; with `repair` it
 //! removes what is safe to remove (orphan blobs, stale temp files) and
-//! reports what cannot be repaired (missing or corrupt blobs).
+//! reports what cannot be repaired (missing or corrupt blobs). It also
+//! reports operations stored as running whose process is gone; repair stores
+//! them as failed (see `operations.rs`).
+//!
+//! Model reports need no check of their own: `model_reports` rows are
+//! deleted with their model (`ON DELETE CASCADE`, foreign keys are on in
+//! every connection) and the schema refuses text that is not JSON.
 
 use crate::blobs::is_valid_sha256;
 use crate::error::Result;
+use crate::operations;
 use crate::recovery::{self, now_secs};
 use crate::Registry;
 use rusqlite::TransactionBehavior;
@@ -27,6 +34,10 @@ pub struct CheckReport {
     /// Files in `tmp/` that no registration in progress owns (removed when
     /// `repaired`).
     pub stale_temp_files: Vec<String>,
+    /// Ids of operations stored as running whose process is gone; they read
+    /// as failed ("the process ended without finishing"), and are stored so
+    /// when `repaired`.
+    pub dead_operations: Vec<String>,
     /// What crash recovery rolled back since the previous check: when the
     /// registry was opened, and (with repair) just now.
     pub recovered: Vec<String>,
@@ -36,20 +47,24 @@ pub struct CheckReport {
 
 impl CheckReport {
     /// True when no problem remains: nothing missing or corrupt, and no
-    /// orphans or stale temp files unless they were just removed.
-    /// `recovered` does not count: recovery already fixed those.
+    /// orphans, stale temp files or dead operations unless they were just
+    /// repaired. `recovered` does not count: recovery already fixed those.
     pub fn is_clean(&self) -> bool {
         self.missing_blobs.is_empty()
             && self.corrupt_blobs.is_empty()
-            && (self.repaired || (self.orphan_blobs.is_empty() && self.stale_temp_files.is_empty()))
+            && (self.repaired
+                || (self.orphan_blobs.is_empty()
+                    && self.stale_temp_files.is_empty()
+                    && self.dead_operations.is_empty()))
     }
 }
 
 impl Registry {
     /// Compares the database with the blob store and re-hashes every blob a
     /// model uses. With `repair`, first runs crash recovery again, then
-    /// removes orphan blobs and stale temp files. Missing and corrupt blobs
-    /// are only reported. Also reports (once) what recovery did at `open`.
+    /// removes orphan blobs and stale temp files and stores dead operations
+    /// as failed. Missing and corrupt blobs are only reported. Also reports
+    /// (once) what recovery did at `open`.
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
         let mut report = CheckReport {
             repaired: repair,
@@ -92,7 +107,11 @@ impl Registry {
                     report.stale_temp_files.push(t);
                 }
             }
+            report.dead_operations = operations::vanished(&tx)?;
             if repair {
+                for id in &report.dead_operations {
+                    operations::mark_vanished(&tx, id)?;
+                }
                 for f in &report.orphan_blobs {
                     self.store.remove(f)?;
                 }

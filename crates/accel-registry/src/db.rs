@@ -67,6 +67,27 @@ const MIGRATIONS: &[&str] = &[
         created TEXT NOT NULL,
         PRIMARY KEY (service, slot)
     ) WITHOUT ROWID;",
+    // 3: conversion reports (JSON objects, too large for properties), one per
+    // model at most, deleted with the model.
+    "CREATE TABLE model_reports (
+        model_id INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+        report   TEXT NOT NULL CHECK (json_valid(report))
+    );",
+    // 4: long-running operations (`accel convert --no-wait`), see operations.rs.
+    // `started`/`finished` are RFC 3339 UTC like `models.created`; `finished`
+    // is NULL while running and for runs whose process vanished.
+    "CREATE TABLE operations (
+        id       TEXT PRIMARY KEY,
+        kind     TEXT NOT NULL CHECK (kind IN ('convert')),
+        args     TEXT NOT NULL CHECK (json_valid(args)),
+        status   TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+        pid      INTEGER NOT NULL CHECK (pid >= 0),
+        started  TEXT NOT NULL,
+        finished TEXT,
+        progress TEXT,
+        result   TEXT CHECK (result IS NULL OR json_valid(result)),
+        error    TEXT
+    );",
 ];
 
 /// Opens (creating if needed) the database at `path`, configures the
@@ -134,6 +155,55 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    fn schema(conn: &Connection) -> Vec<(String, String, Option<String>)> {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// The upgrade test in tests/registry/reports.rs starts from a frozen
+    /// copy of the version-2 schema; it must be what migrations 1 and 2 make.
+    #[test]
+    fn the_frozen_version_2_schema_matches_the_migrations() {
+        let frozen = Connection::open_in_memory().unwrap();
+        frozen
+            .execute_batch(include_str!("../tests/registry/schema_v2.sql"))
+            .unwrap();
+        let migrated = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            migrated.execute_batch(sql).unwrap();
+        }
+        assert_eq!(schema(&frozen), schema(&migrated));
+    }
+
+    #[test]
+    fn upgrading_step_by_step_reaches_the_latest_version() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("registry.db");
+        for (version, sql) in MIGRATIONS.iter().enumerate() {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", version + 1).unwrap();
+            tx.commit().unwrap();
+            drop(conn);
+            // Opening a database at any version brings it to the latest.
+            let copy = home.path().join(format!("v{}.db", version + 1));
+            std::fs::copy(&path, &copy).unwrap();
+            let upgraded = open(&copy).unwrap();
+            let v: usize = upgraded
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, MIGRATIONS.len());
+            let fresh = open(&home.path().join(format!("fresh{version}.db"))).unwrap();
+            assert_eq!(schema(&upgraded), schema(&fresh));
+        }
     }
 
     #[test]

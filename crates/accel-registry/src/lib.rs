@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! <home>/registry.db          SQLite, WAL mode: models, tags, properties,
-//!                             blob references, write intents
+//!                             blob references, reports, write intents,
+//!                             service keys, long-running operations
 //! <home>/blobs/sha256/<hex>   model files and label lists, named by sha256
 //! <home>/tmp/                 files being written
 //! ```
@@ -17,9 +18,12 @@
 //!
 //! Module map: `error` (the error type), `db` (connection and schema),
 //! `blobs` (the file store), `validate` (metadata checks), `models` (public
-//! types and reads), `register` (the atomic write path and its crash test
-//! hook), `delete` (deletion and the parent rule), `recovery` (write intents
-//! and crash recovery), `check` (consistency check and repair).
+//! types and reads, model reports included), `register` (the atomic write
+//! path and its crash test hook), `delete` (deletion and the parent rule),
+//! `recovery` (write intents, crash recovery and the process liveness
+//! check), `check` (consistency check and repair), `keys` (service API key
+//! hashes), `operations` (long-running jobs such as `accel convert
+//! --no-wait`, and how a job whose process vanished reads).
 #![deny(missing_docs)]
 
 mod blobs;
@@ -29,6 +33,7 @@ mod delete;
 pub mod error;
 mod keys;
 mod models;
+mod operations;
 mod recovery;
 mod register;
 mod validate;
@@ -37,6 +42,7 @@ pub use check::CheckReport;
 pub use error::RegistryError;
 pub use keys::{KeySlot, ServiceKey};
 pub use models::{ModelFilter, ModelRecord, NewModel};
+pub use operations::{OperationRecord, OperationStatus};
 pub use register::CRASH_ENV;
 
 use blobs::{is_valid_sha256, BlobStore};

@@ -2,9 +2,10 @@
 //!
 //! A model is one row of `models` (name, version, format, the model blob's
 //! hash and size, the pipeline spec as JSON, an optional parent) plus its
-//! rows in `model_tags`, `model_properties` and `model_blobs`. Writing lives
-//! in `register.rs` and `delete.rs`; this module turns rows back into
-//! [`ModelRecord`]s and resolves `name[:version]` references.
+//! rows in `model_tags`, `model_properties`, `model_blobs` and (at most one)
+//! `model_reports`. Writing lives in `register.rs` and `delete.rs`; this
+//! module turns rows back into [`ModelRecord`]s and resolves
+//! `name[:version]` references.
 
 use crate::error::{RegistryError, Result};
 use crate::Registry;
@@ -42,6 +43,10 @@ pub struct NewModel {
     /// Class labels, stored as a blob (one per line); the stored
     /// `spec.labels` becomes `LabelsRef { sha256, count }`.
     pub labels: Option<Vec<String>>,
+    /// A report to keep with the model (e.g. what `accel convert` measured
+    /// and chose): a JSON object of at most 1 MiB serialized, stored in the
+    /// same transaction as the model and deleted with it.
+    pub report: Option<serde_json::Value>,
 }
 
 /// A registered model, as stored.
@@ -69,6 +74,9 @@ pub struct ModelRecord {
     pub parent: Option<String>,
     /// The pipeline, with `labels` pointing at the labels blob if any.
     pub spec: PipelineSpec,
+    /// The report registered with the model (a JSON object), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl ModelRecord {
@@ -93,8 +101,9 @@ pub struct ModelFilter {
 
 /// Columns read by [`load`], in order.
 const SELECT: &str = "SELECT m.id, m.name, m.version, m.description, m.format, m.sha256, \
-     m.size, m.created, p.name, p.version, m.spec \
-     FROM models m LEFT JOIN models p ON p.id = m.parent_id";
+     m.size, m.created, p.name, p.version, m.spec, rep.report \
+     FROM models m LEFT JOIN models p ON p.id = m.parent_id \
+     LEFT JOIN model_reports rep ON rep.model_id = m.id";
 
 /// A model row before its spec is parsed and its maps are filled.
 struct Row {
@@ -108,6 +117,7 @@ struct Row {
     created: String,
     parent: Option<(String, u32)>,
     spec: String,
+    report: Option<String>,
 }
 
 /// Loads the models matching `where_sql` (appended to the select; may
@@ -133,6 +143,7 @@ pub(crate) fn load(
             created: r.get(7)?,
             parent: parent_name.zip(parent_version),
             spec: r.get(10)?,
+            report: r.get(11)?,
         })
     })?;
     let rows: Vec<Row> = rows.collect::<rusqlite::Result<_>>()?;
@@ -146,6 +157,17 @@ fn finish(conn: &Connection, row: Row) -> Result<(i64, ModelRecord)> {
             row.name, row.version
         ))
     })?;
+    let report = row
+        .report
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()
+        .map_err(|e| {
+            RegistryError::DataLoss(format!(
+                "model \"{}:{}\" has an unreadable stored report: {e}",
+                row.name, row.version
+            ))
+        })?;
     let record = ModelRecord {
         tags: key_values(conn, "model_tags", row.id)?,
         properties: key_values(conn, "model_properties", row.id)?,
@@ -158,6 +180,7 @@ fn finish(conn: &Connection, row: Row) -> Result<(i64, ModelRecord)> {
         created: row.created,
         parent: row.parent.map(|(n, v)| format!("{n}:{v}")),
         spec,
+        report,
     };
     Ok((row.id, record))
 }

@@ -8,9 +8,10 @@
 //! when a registry is opened and removes that debris, so the store holds the
 //! state from before the interrupted registration, never half a model.
 //!
-//! A writer is considered dead when `/proc/<pid>` does not exist or its row
-//! is older than [`MAX_INTENT_AGE_SECS`] (which also covers pid reuse). Where
-//! there is no `/proc` (not Linux) only the age rule applies. Writers in
+//! A writer is considered dead when [`pid_alive`] says its process is gone
+//! (no `/proc/<pid>`, or a zombie) or its row is older than
+//! [`MAX_INTENT_AGE_SECS`] (which also covers pid reuse). Where there is no
+//! `/proc` (not Linux) only the age rule applies. Writers in
 //! another pid namespace sharing the same home would look dead: don't share a
 //! home across containers while writing to it.
 
@@ -38,10 +39,29 @@ pub(crate) fn writer_alive(pid: i64, started: i64, now: i64) -> bool {
     if now - started > MAX_INTENT_AGE_SECS {
         return false;
     }
+    pid_alive(pid)
+}
+
+/// Whether process `pid` may still be running: false when `/proc/<pid>` is
+/// gone or the process is a zombie (it exited, its parent has not reaped it
+/// yet). Without `/proc` (not Linux) this cannot be told: true. A pid reused
+/// by an unrelated process reads as alive.
+pub(crate) fn pid_alive(pid: i64) -> bool {
     if !Path::new("/proc/self").exists() {
         return true;
     }
-    Path::new(&format!("/proc/{pid}")).exists()
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "<pid> (<comm>) <state> ...": comm may contain ')' and spaces.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    }
 }
 
 /// One row of the `pending` table.
@@ -234,6 +254,28 @@ mod tests {
         assert_eq!(left, vec![live]);
         // Nothing more to do on a second pass.
         assert!(recover(&mut conn, &store).unwrap().is_empty());
+    }
+
+    #[test]
+    fn zombies_and_missing_pids_are_dead() {
+        assert!(pid_alive(i64::from(std::process::id())));
+        assert!(!pid_alive(dead_pid()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(-1));
+        if Path::new("/proc/self").exists() {
+            // Exited but not yet reaped.
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "exit 0"])
+                .spawn()
+                .unwrap();
+            let pid = i64::from(child.id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while pid_alive(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert!(!pid_alive(pid), "a zombie reads as alive");
+            child.wait().unwrap();
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!    `blobs/sha256/<hex>` (or drop it when that blob exists) and fsync the
 //!    blob directory;
 //! 3. in ONE `BEGIN IMMEDIATE` transaction: assign version = max + 1 for the
-//!    name, insert the model row, its tags, properties and blob references,
-//!    and delete the intent rows.
+//!    name, insert the model row, its tags, properties, blob references and
+//!    report, and delete the intent rows.
 //!
 //! A crash before step 3 commits leaves only intent rows and their files;
 //! `Registry::open` (see `recovery.rs`) rolls those back.
@@ -83,6 +83,7 @@ impl Registry {
             validate::MAX_PROPERTY_VALUE_LEN,
         )?;
         new.spec.validate()?;
+        let report_text = new.report.as_ref().map(validate::report).transpose()?;
         let labels_text = new
             .labels
             .as_deref()
@@ -117,7 +118,14 @@ impl Registry {
         }
 
         let mut intents = Vec::new();
-        let result = self.write_and_commit(&new, &mut file, &file_desc, labels_text, &mut intents);
+        let result = self.write_and_commit(
+            &new,
+            &mut file,
+            &file_desc,
+            labels_text,
+            report_text,
+            &mut intents,
+        );
         if result.is_err() && !intents.is_empty() {
             self.abandon(&intents);
         }
@@ -130,6 +138,7 @@ impl Registry {
         file: &mut File,
         file_desc: &str,
         labels_text: Option<String>,
+        report_text: Option<String>,
         intents: &mut Vec<i64>,
     ) -> Result<ModelRecord> {
         let model = self.store_blob(file, file_desc, true, intents)?;
@@ -217,6 +226,12 @@ impl Registry {
             stmt.execute(params![id, sha, ROLE_LABELS])?;
         }
         drop(stmt);
+        if let Some(report) = &report_text {
+            tx.execute(
+                "INSERT INTO model_reports (model_id, report) VALUES (?1, ?2)",
+                params![id, report],
+            )?;
+        }
         for intent in intents.iter() {
             tx.execute("DELETE FROM pending WHERE id = ?1", [intent])?;
         }

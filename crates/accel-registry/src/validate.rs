@@ -1,7 +1,8 @@
 //! Checks on user-supplied metadata before anything is written.
 //!
 //! Names go through `accel_core::name::validate_name`; this module bounds the
-//! free-form fields (tags, properties, description, format, labels) so the
+//! free-form fields (tags, properties, description, format, labels, reports,
+//! operation texts) so the
 //! database never holds control characters that would garble a terminal, or
 //! keys that the `key=value` tag filter syntax could not express.
 
@@ -18,6 +19,9 @@ pub(crate) const MAX_PROPERTY_VALUE_LEN: usize = 4096;
 pub(crate) const MAX_DESCRIPTION_LEN: usize = 4096;
 /// Longest single label, in bytes.
 pub(crate) const MAX_LABEL_LEN: usize = 1024;
+/// Longest stored JSON document (a model report, an operation's arguments or
+/// result), serialized, in bytes: 1 MiB.
+pub(crate) const MAX_JSON_LEN: usize = 1 << 20;
 
 fn bad(msg: String) -> RegistryError {
     RegistryError::InvalidArgument(msg)
@@ -115,6 +119,68 @@ pub(crate) fn labels_text(labels: &[String]) -> Result<String> {
     Ok(text)
 }
 
+/// Checks a model report and returns it serialized: a JSON object of at most
+/// [`MAX_JSON_LEN`] bytes.
+pub(crate) fn report(r: &serde_json::Value) -> Result<String> {
+    if !r.is_object() {
+        return Err(bad(format!(
+            "a report must be a JSON object, not {}",
+            json_type(r)
+        )));
+    }
+    json_text("report", r)
+}
+
+/// Serializes a JSON document to store, refusing one over [`MAX_JSON_LEN`]
+/// bytes; `what` names it in the error.
+pub(crate) fn json_text(what: &str, v: &serde_json::Value) -> Result<String> {
+    let text =
+        serde_json::to_string(v).map_err(|e| bad(format!("{what} cannot be serialized: {e}")))?;
+    if text.len() > MAX_JSON_LEN {
+        return Err(bad(format!(
+            "{what} is {} bytes serialized, more than the {MAX_JSON_LEN} allowed",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
+/// The JSON type of a value, for messages.
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Makes free text safe to store and print: control characters other than
+/// newline and tab become U+FFFD, and text over `max` bytes is cut at a
+/// character boundary and ends in `…`. Used for operation progress and error
+/// messages, which come from failures and must not be refused.
+pub(crate) fn clean_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control() && c != '\n' && c != '\t' {
+            char::REPLACEMENT_CHARACTER
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > max {
+            while out.len() + '…'.len_utf8() > max {
+                out.pop();
+            }
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Splits a labels blob back into labels.
 pub(crate) fn parse_labels(text: &str) -> Vec<String> {
     text.split_terminator('\n').map(str::to_string).collect()
@@ -175,5 +241,42 @@ mod tests {
         assert!(labels_text(&["a\nb".to_string()]).is_err());
         assert!(labels_text(&["a\rb".to_string()]).is_err());
         assert!(labels_text(&[]).is_err());
+    }
+
+    #[test]
+    fn reports_are_bounded_objects() {
+        let ok = serde_json::json!({"candidates": [], "chosen": 0});
+        assert_eq!(report(&ok).unwrap(), r#"{"candidates":[],"chosen":0}"#);
+        for v in [
+            serde_json::json!(null),
+            serde_json::json!([1]),
+            serde_json::json!("s"),
+        ] {
+            let err = report(&v).unwrap_err();
+            assert!(err
+                .to_string()
+                .starts_with("a report must be a JSON object"));
+        }
+        // {"x":"…"} is 8 bytes plus the string.
+        let fits = serde_json::json!({ "x": "a".repeat(MAX_JSON_LEN - 8) });
+        assert_eq!(report(&fits).unwrap().len(), MAX_JSON_LEN);
+        let over = serde_json::json!({ "x": "a".repeat(MAX_JSON_LEN - 7) });
+        let err = report(&over).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "report is 1048577 bytes serialized, more than the 1048576 allowed"
+        );
+    }
+
+    #[test]
+    fn clean_text_replaces_controls_and_truncates() {
+        assert_eq!(clean_text("a\tb\nc", 100), "a\tb\nc");
+        assert_eq!(clean_text("red \u{1b}[31m", 100), "red \u{fffd}[31m");
+        assert_eq!(clean_text("abcdef", 6), "abcdef");
+        assert_eq!(clean_text("abcdefg", 6), "abc…");
+        // Never splits a character.
+        let t = clean_text("ééééé", 7);
+        assert!(t.len() <= 7 && t.ends_with('…'), "{t}");
+        assert_eq!(t, "éé…");
     }
 }

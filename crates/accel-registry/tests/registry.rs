@@ -1,4 +1,10 @@
 //! End-to-end tests of the registry against real homes in temp directories.
+//! One test binary; topics that grew their own file live in `registry/`.
+
+#[path = "registry/operations.rs"]
+mod operations;
+#[path = "registry/reports.rs"]
+mod reports;
 
 use accel_core::error::{ErrorKind, HasKind};
 use accel_core::name::NameRef;
@@ -35,6 +41,7 @@ fn new_model(name: &str, file: PathBuf) -> NewModel {
         parent: None,
         spec: spec(),
         labels: None,
+        report: None,
     }
 }
 
@@ -548,7 +555,8 @@ fn check_reports_and_repairs_orphans_and_stale_temps() {
         serde_json::to_value(&report).unwrap(),
         serde_json::json!({
             "orphan_blobs": [], "missing_blobs": [], "corrupt_blobs": [],
-            "stale_temp_files": [], "recovered": [], "repaired": false
+            "stale_temp_files": [], "dead_operations": [], "recovered": [],
+            "repaired": false
         })
     );
 }
@@ -575,6 +583,7 @@ fn crash_child() {
     let f = model_file(&home, "crashy.onnx", content.as_bytes());
     reg.register_model(NewModel {
         labels: Some(vec!["label-a".into(), "label-b".into()]),
+        report: Some(serde_json::json!({"written": "with the model, or not at all"})),
         ..new_model("crashy", f)
     })
     .unwrap();
@@ -606,8 +615,13 @@ fn crash_child_at(home: &Path, point: &str, content: &str) {
 
 #[cfg(unix)]
 fn pending_rows(home: &Path) -> i64 {
+    count_rows(home, "pending")
+}
+
+/// The number of rows in `table` of the home's database, read directly.
+fn count_rows(home: &Path, table: &str) -> i64 {
     let conn = rusqlite::Connection::open(home.join("registry.db")).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0))
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .unwrap()
 }
 
@@ -656,6 +670,7 @@ fn crash_at_each_point_leaves_no_trace() {
             "{report:?}"
         );
         assert_eq!(pending_rows(home.path()), 0);
+        assert_eq!(count_rows(home.path(), "model_reports"), 0, "{point}");
         assert!(temp_files(home.path()).is_empty(), "{point}");
         assert_eq!(
             blob_files(home.path()),

@@ -1,10 +1,13 @@
 //! Loading a registered model into a compiled pipeline: shared by `predict`,
 //! `quickstart` and (later) `serve`.
 
+use super::convert::{check_plan_fits, PLAN_ENGINE, PLAN_THREADS};
 use crate::context::GlobalArgs;
 use accel_core::name::NameRef;
 use accel_registry::{ModelRecord, Registry};
-use accel_runtime::engine::{select_backend, EngineChoice, LoadOptions, OptimizedCache};
+use accel_runtime::engine::{
+    select_backend, EngineChoice, EngineKind, LoadOptions, OptimizedCache,
+};
 use accel_runtime::{CompiledPipeline, Limits};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -39,6 +42,34 @@ pub struct LoadedModel {
     pub load_ms: f64,
 }
 
+/// What a registered plan (`accel-plan`) says about how to load it.
+struct PlanFacts {
+    engine: EngineKind,
+    threads: usize,
+}
+
+impl PlanFacts {
+    fn of(record: &ModelRecord) -> anyhow::Result<Option<PlanFacts>> {
+        if record.format != "accel-plan" {
+            return Ok(None);
+        }
+        let engine = match record.properties.get(PLAN_ENGINE).map(String::as_str) {
+            Some("onnxruntime") => EngineKind::OnnxRuntime,
+            Some("tract") => EngineKind::Tract,
+            other => bail!(
+                "plan {} names no known engine ({PLAN_ENGINE} = {other:?})",
+                record.reference()
+            ),
+        };
+        let threads = record
+            .properties
+            .get(PLAN_THREADS)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        Ok(Some(PlanFacts { engine, threads }))
+    }
+}
+
 /// Loads `req.model` from `registry`.
 pub fn load_model(
     global: &GlobalArgs,
@@ -56,15 +87,36 @@ pub fn load_model(
     };
     let read_ms = t_read.elapsed().as_secs_f64() * 1e3;
     let labels = registry.labels(&record)?;
-    let (backend, engine_note) = select_backend(req.engine, &global.search_paths()?)?;
+    let plan = PlanFacts::of(&record)?;
+    let engine = match (&plan, req.engine) {
+        (Some(p), EngineChoice::Auto) => EngineChoice::Only(p.engine),
+        (Some(p), EngineChoice::Only(k)) if k != p.engine => bail!(
+            "{} is a plan for {}; it cannot run on {k} (convert the parent again with --engine {k})",
+            record.reference(),
+            p.engine
+        ),
+        (_, choice) => choice,
+    };
+    let (backend, engine_note) = select_backend(engine, &global.search_paths()?)?;
+    if plan.is_some() {
+        check_plan_fits(&record, backend.as_ref())?;
+    }
+    let cache_dir = global.home()?.join("cache").join("optimized");
     let t0 = Instant::now();
     let options = LoadOptions {
-        threads: req.threads,
+        threads: match &plan {
+            Some(p) if req.threads == 0 => p.threads,
+            _ => req.threads,
+        },
         spin: req.spin,
-        cache: Some(OptimizedCache {
-            dir: global.home()?.join("cache").join("optimized"),
+        // A plan is the engine's optimized model already: loaded as it is.
+        cache: plan.is_none().then(|| OptimizedCache {
+            dir: cache_dir,
             model_sha256: record.sha256.clone(),
         }),
+        prepared: plan
+            .as_ref()
+            .is_some_and(|p| p.engine == EngineKind::OnnxRuntime),
     };
     let (plan, digest) = std::thread::scope(|s| {
         let digest = s.spawn(|| hex::encode(Sha256::digest(&bytes)));

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod convert;
 pub mod engines;
 pub mod load;
 pub mod models;
+pub mod operations;
 pub mod predict;
 pub mod quickstart;
 pub mod registry;

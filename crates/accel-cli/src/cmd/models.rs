@@ -251,6 +251,7 @@ fn register(global: &GlobalArgs, a: RegisterArgs) -> anyhow::Result<()> {
         parent: None,
         spec,
         labels,
+        report: None,
     })?;
     if a.json {
         print_json(&record)
@@ -325,6 +326,18 @@ fn print_record(r: &ModelRecord) {
     println!("pipeline:");
     for line in r.spec.to_toml().lines() {
         println!("  {line}");
+    }
+    if let Some(report) = &r.report {
+        println!("report:");
+        match serde_json::from_value::<accel_convert::Report>(report.clone()) {
+            Ok(report) => {
+                for line in report.render().lines() {
+                    println!("  {line}");
+                }
+            }
+            // A report from another version of accel: shown as stored.
+            Err(_) => println!("  {report}"),
+        }
     }
 }
 

@@ -75,6 +75,7 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
                     parent: None,
                     spec,
                     labels: Some(labels),
+                    report: None,
                 })?;
             println!("registered {}", r.reference());
             r

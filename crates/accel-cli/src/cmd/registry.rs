@@ -38,6 +38,7 @@ pub fn run(global: &GlobalArgs, command: RegistryCommand) -> anyhow::Result<()> 
             ("missing blob", &report.missing_blobs),
             ("corrupt blob", &report.corrupt_blobs),
             ("stale temp file", &report.stale_temp_files),
+            ("dead operation", &report.dead_operations),
         ] {
             for item in list {
                 println!("{what}: {item}");

@@ -37,6 +37,10 @@ pub struct LoadOptions {
     /// Where an engine may keep the model it optimized, to load it again
     /// without optimizing (cold start); `None`: optimize at every load.
     pub cache: Option<OptimizedCache>,
+    /// The bytes are a model this engine optimized already (an
+    /// `accel-plan` made by `accel convert`): load it as it is, without
+    /// optimizing and without the cache.
+    pub prepared: bool,
 }
 
 /// A cache of engine-optimized models: `dir/<model sha256>-<engine
@@ -62,8 +66,9 @@ impl OptimizedCache {
     }
 }
 
-/// The CPU features an optimized (layout-transformed) model may rely on.
-fn cpu_tag() -> String {
+/// The CPU features an optimized (layout-transformed) model may rely on,
+/// e.g. `x86_64_avx2_fma_avx512f_vnni`.
+pub fn cpu_tag() -> String {
     #[cfg(target_arch = "x86_64")]
     {
         let mut tag = String::from("x86_64");

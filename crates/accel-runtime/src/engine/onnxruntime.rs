@@ -209,8 +209,10 @@ impl Backend for OrtBackend {
         let cached = options
             .cache
             .as_ref()
+            .filter(|_| !options.prepared)
             .map(|c| c.path(&format!("ort{}", self.version()), "onnx"));
         let session = match &cached {
+            _ if options.prepared => self.session(Source::Prepared(model), options)?,
             Some(path) if path.is_file() => match self.session(Source::Optimized(path), options) {
                 Ok(s) => s,
                 Err(e) => {
@@ -239,6 +241,37 @@ impl Backend for OrtBackend {
     }
 }
 
+impl OrtBackend {
+    /// Optimizes `model` the way [`Backend::load`] does (all graph
+    /// optimizations, layouts for this CPU) and returns the optimized model's
+    /// bytes: load them later with [`LoadOptions::prepared`] to skip the
+    /// optimization. Tied to this ONNX Runtime version and [`cpu_tag`].
+    ///
+    /// [`cpu_tag`]: super::cpu_tag
+    pub fn optimize(&self, model: &[u8], options: &LoadOptions) -> Result<Vec<u8>, RuntimeError> {
+        let dir = std::env::temp_dir();
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = dir.join(format!(
+            ".accel-optimize-{}-{}.onnx",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let options = LoadOptions {
+            prepared: false,
+            cache: None,
+            ..options.clone()
+        };
+        let session = self.session(Source::Model(model, Some(&path)), &options);
+        let bytes = std::fs::read(&path);
+        let _ = std::fs::remove_file(&path);
+        drop(session?);
+        bytes.map_err(|e| RuntimeError::Load {
+            engine: "onnxruntime",
+            message: format!("the optimized model was not written: {e}"),
+        })
+    }
+}
+
 /// What a session is built from.
 enum Source<'a> {
     /// The model's bytes, optimized now (and written to the cache path, if
@@ -246,6 +279,8 @@ enum Source<'a> {
     Model(&'a [u8], Option<&'a Path>),
     /// A model this backend optimized before: loaded without optimizing.
     Optimized(&'a Path),
+    /// The bytes of a model this backend optimized before.
+    Prepared(&'a [u8]),
 }
 
 impl OrtBackend {
@@ -256,7 +291,7 @@ impl OrtBackend {
         };
         let level = match source {
             Source::Model(..) => GraphOptimizationLevel::Level3,
-            Source::Optimized(_) => GraphOptimizationLevel::Disable,
+            Source::Optimized(_) | Source::Prepared(_) => GraphOptimizationLevel::Disable,
         };
         let mut builder = Session::builder(&self.loaded.env)
             .map_err(err)?
@@ -273,6 +308,7 @@ impl OrtBackend {
         }
         match source {
             Source::Optimized(path) => builder.commit_from_file(path).map_err(err),
+            Source::Prepared(model) => builder.commit_from_memory(model).map_err(err),
             Source::Model(model, None) => builder.commit_from_memory(model).map_err(err),
             Source::Model(model, Some(path)) => {
                 // Written beside its final name, renamed when complete: a

@@ -9,6 +9,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Held by the test that compares timings (convert) and by the tests that
+/// load both cores (serve + bench), so that they do not run at once.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -521,6 +529,7 @@ fn spawn_serve(mut cmd: Command) -> Served {
 /// shape) + `accel bench`: right answers, keys enforced, SIGTERM exits.
 #[test]
 fn serve_score_and_bench_over_grpc() {
+    let _heavy = heavy();
     let h = Home::new();
     h.register("shuffle", "shufflenet-v2-12-qdq.onnx");
     let mut cmd = h.cmd();
@@ -670,6 +679,7 @@ fn serve_config_file_hosts_several_services() {
 /// stages read on every protocol, HTTP failures keyed by status.
 #[test]
 fn bench_speaks_every_protocol_and_reads_server_timing() {
+    let _heavy = heavy();
     let h = Home::new();
     // --requests and --duration exclude each other (clap says so, before anything runs).
     let out = h.run(&[

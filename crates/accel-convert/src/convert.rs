@@ -44,6 +44,8 @@ pub struct ConvertRequest<'a> {
     pub method: Method,
     /// The range of the outputs of removed clips.
     pub clip_ranges: quantize::ClipRanges,
+    /// Activation types to make int8 candidates with (each one a candidate).
+    pub activation_types: Vec<quantize::ActType>,
     /// Engines to use.
     pub engines: Engines<'a>,
     /// Intra-op thread counts to measure each plan with.
@@ -91,6 +93,8 @@ fn options(threads: usize, prepared: bool) -> LoadOptions {
 struct Variant {
     engine: &'static str,
     precision: &'static str,
+    /// int8 variants: the activation type.
+    activations: Option<quantize::ActType>,
     /// What the engine loads (ONNX Runtime: its optimized model).
     bytes: Vec<u8>,
     prepared: bool,
@@ -115,9 +119,10 @@ pub fn convert(
     let reference = evaluate::rows(reference_plan.as_ref(), output_ix, req.validation)?;
     drop(reference_plan);
 
-    let mut portable: Vec<(&'static str, Vec<u8>)> = vec![("fp32", req.model.to_vec())];
+    let mut portable: Vec<(&'static str, Option<quantize::ActType>, Vec<u8>)> =
+        vec![("fp32", None, req.model.to_vec())];
     let mut calibration = None;
-    let mut quantization = None;
+    let mut summaries = Vec::new();
     // `auto` without calibration images measures float plans only.
     let int8_skipped = req.precision == Precision::Auto && req.calibration.is_empty();
     if req.precision != Precision::Fp32 && !int8_skipped {
@@ -135,23 +140,32 @@ pub fn convert(
         )?;
         drop(calib_plan);
         progress.stage("quantizing");
-        let q = qplan.quantize_with(&ranges, req.clip_ranges)?;
+        for &activations in &req.activation_types {
+            let q = qplan.quantize_with(
+                &ranges,
+                quantize::QuantOptions {
+                    clip_ranges: req.clip_ranges,
+                    activations,
+                },
+            )?;
+            summaries.push((activations, q.summary));
+            portable.push(("int8", Some(activations), q.model));
+        }
         calibration = Some(CalibrationInfo {
             method: req.method.name(),
             images: req.calibration.len(),
             tensors: qplan.tensors().len(),
         });
-        quantization = Some(q.summary);
-        portable.push(("int8", q.model));
     }
 
     let mut variants = Vec::new();
-    for (precision, bytes) in &portable {
+    for (precision, activations, bytes) in &portable {
         if let Some(ort) = req.engines.ort {
             progress.stage(&format!("optimizing the {precision} model for onnxruntime"));
             variants.push(Variant {
                 engine: "onnxruntime",
                 precision,
+                activations: *activations,
                 bytes: ort.optimize(bytes, &options(max_threads, false))?,
                 prepared: true,
             });
@@ -160,6 +174,7 @@ pub fn convert(
             variants.push(Variant {
                 engine: "tract",
                 precision,
+                activations: *activations,
                 bytes: bytes.clone(),
                 prepared: false,
             });
@@ -178,7 +193,14 @@ pub fn convert(
             ("onnxruntime", Some(ort)) => ort,
             _ => &tract,
         };
-        progress.stage(&format!("measuring {} {}", v.engine, v.precision));
+        progress.stage(&format!(
+            "measuring {} {}{}",
+            v.engine,
+            v.precision,
+            v.activations
+                .map(|a| format!(" ({} activations)", a.as_str()))
+                .unwrap_or_default()
+        ));
         let mut accuracy: Option<Accuracy> = None;
         for (ti, &threads) in req.threads.iter().enumerate() {
             let plan: Box<dyn Plan> = backend.load(&v.bytes, &options(threads, v.prepared))?;
@@ -195,6 +217,7 @@ pub fn convert(
             candidates.push(Candidate {
                 engine: v.engine.into(),
                 precision: v.precision.into(),
+                activations: v.activations.map(|a| a.as_str().to_string()),
                 threads,
                 p50_ms: lat.p50_ms,
                 p99_ms: lat.p99_ms,
@@ -217,8 +240,15 @@ pub fn convert(
     let chosen = Chosen {
         engine: w.engine.clone(),
         precision: w.precision.clone(),
+        activations: w.activations.clone(),
         threads: w.threads,
     };
+    let chosen_act = variants[owner[winner]].activations;
+    let quantization = summaries
+        .iter()
+        .find(|(a, _)| Some(*a) == chosen_act)
+        .or(summaries.first())
+        .map(|(_, s)| s.clone());
     let mut engine_versions = BTreeMap::new();
     if let Some(ort) = req.engines.ort {
         engine_versions.insert("onnxruntime".to_string(), ort.version());

@@ -194,6 +194,11 @@ pub fn int8_tensor(name: &str, dims: &[i64], values: &[i8]) -> pb::TensorProto {
     raw_tensor(name, dims, DataType::Int8, raw)
 }
 
+/// A UINT8 tensor written as `raw_data`.
+pub fn uint8_tensor(name: &str, dims: &[i64], values: &[u8]) -> pb::TensorProto {
+    raw_tensor(name, dims, DataType::Uint8, values.to_vec())
+}
+
 /// An INT32 tensor written as `raw_data`.
 pub fn int32_tensor(name: &str, dims: &[i64], values: &[i32]) -> pb::TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();

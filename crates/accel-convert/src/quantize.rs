@@ -73,6 +73,57 @@ impl ClipRanges {
     }
 }
 
+/// The element type of quantized activations (weights are always int8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActType {
+    /// int8, [-128, 127] (S8S8: ONNX Runtime's default).
+    #[default]
+    Int8,
+    /// uint8, [0, 255] (U8S8: what x86 integer dot-product instructions
+    /// multiply natively).
+    Uint8,
+}
+
+impl ActType {
+    fn range(self) -> (i32, i32) {
+        match self {
+            ActType::Int8 => (-128, 127),
+            ActType::Uint8 => (0, 255),
+        }
+    }
+
+    /// `int8` or `uint8`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActType::Int8 => "int8",
+            ActType::Uint8 => "uint8",
+        }
+    }
+
+    /// A quantized tensor of this type from values already in range.
+    fn tensor(self, name: &str, dims: &[i64], values: &[i32]) -> pb::TensorProto {
+        match self {
+            ActType::Int8 => {
+                let v: Vec<i8> = values.iter().map(|&x| x.clamp(-128, 127) as i8).collect();
+                graph::int8_tensor(name, dims, &v)
+            }
+            ActType::Uint8 => {
+                let v: Vec<u8> = values.iter().map(|&x| x.clamp(0, 255) as u8).collect();
+                graph::uint8_tensor(name, dims, &v)
+            }
+        }
+    }
+}
+
+/// Choices of [`QuantPlan::quantize_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuantOptions {
+    /// Ranges of removed clips.
+    pub clip_ranges: ClipRanges,
+    /// Activation element type.
+    pub activations: ActType,
+}
+
 /// What the quantized model is, in numbers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantSummary {
@@ -147,8 +198,6 @@ struct Bias {
     weight: String,
 }
 
-const ACT_QMIN: i32 = -128;
-const ACT_QMAX: i32 = 127;
 const W_QMIN: i32 = -127;
 const W_QMAX: i32 = 127;
 
@@ -659,15 +708,20 @@ impl QuantPlan {
     /// The QDQ model from measured ranges (a missing range is
     /// InvalidArgument naming it).
     pub fn quantize(&self, ranges: &BTreeMap<String, Range>) -> Result<Quantized, ConvertError> {
-        self.quantize_with(ranges, ClipRanges::Calibrated)
+        self.quantize_with(ranges, QuantOptions::default())
     }
 
     /// [`QuantPlan::quantize`] with a choice of ranges for removed clips.
     pub fn quantize_with(
         &self,
         ranges: &BTreeMap<String, Range>,
-        clip_ranges: ClipRanges,
+        options: QuantOptions,
     ) -> Result<Quantized, ConvertError> {
+        let QuantOptions {
+            clip_ranges,
+            activations,
+        } = options;
+        let (act_qmin, act_qmax) = activations.range();
         let mut model = self.model.clone();
         let graph = graph::graph_mut(&mut model)?;
         let ix = GraphIndex::new(graph);
@@ -702,7 +756,7 @@ impl QuantPlan {
                             hi = hi.min(bhi);
                         }
                     }
-                    let (scale, zp) = compute_scale_zp(lo, hi, ACT_QMIN, ACT_QMAX, false);
+                    let (scale, zp) = compute_scale_zp(lo, hi, act_qmin, act_qmax, false);
                     acts.insert(
                         t.clone(),
                         ActParams {
@@ -763,7 +817,8 @@ impl QuantPlan {
                         .insert(t.clone(), quantize_weight(w, *axis, scales, &mut names)?);
                 }
                 Mark::ActInit => {
-                    quantized_inits.insert(t.clone(), quantize_act_init(w, &mut names)?);
+                    quantized_inits
+                        .insert(t.clone(), quantize_act_init(w, &mut names, activations)?);
                 }
                 _ => {}
             }
@@ -805,7 +860,7 @@ impl QuantPlan {
             let p = &acts[t];
             if emitted_params.insert(p.scale_name.clone()) {
                 new_inits.push(graph::f32_tensor(&p.scale_name, &[], &[p.scale]));
-                new_inits.push(graph::int8_tensor(&p.zp_name, &[], &[p.zp as i8]));
+                new_inits.push(activations.tensor(&p.zp_name, &[], &[p.zp]));
             }
             let q_out = names.fresh(&format!("{t}_QuantizeLinear_Output"));
             let dq_out = names.fresh(&format!("{t}_DequantizeLinear_Output"));
@@ -926,7 +981,7 @@ impl QuantPlan {
             .map(String::as_str)
             .filter(|t| !read.contains(t))
             .collect();
-        let summary = self.summary(graph, clip_ranges);
+        let summary = self.summary(graph, options);
         graph.initializer.retain(|t| !dropped.contains(&t.name));
         graph.initializer.extend(new_inits);
         graph.input.retain(|v| !dropped.contains(&v.name));
@@ -940,7 +995,7 @@ impl QuantPlan {
         })
     }
 
-    fn summary(&self, graph: &pb::GraphProto, clip_ranges: ClipRanges) -> QuantSummary {
+    fn summary(&self, graph: &pb::GraphProto, options: QuantOptions) -> QuantSummary {
         let mut quantized_ops = BTreeMap::new();
         let mut float_ops = BTreeMap::new();
         for (i, n) in graph.node.iter().enumerate() {
@@ -960,12 +1015,12 @@ impl QuantPlan {
             *table.entry(op).or_insert(0) += 1;
         }
         QuantSummary {
-            activations: "int8 asymmetric per-tensor".into(),
+            activations: format!("{} asymmetric per-tensor", options.activations.as_str()),
             weights: "int8 symmetric per-channel".into(),
             quantized_ops,
             float_ops,
             removed_activations: self.removed.len(),
-            clip_ranges: clip_ranges.as_str().to_string(),
+            clip_ranges: options.clip_ranges.as_str().to_string(),
         }
     }
 }
@@ -1071,7 +1126,12 @@ fn quantize_weight(
 
 /// An initializer read as an activation: int8 asymmetric per tensor from its
 /// own min/max.
-fn quantize_act_init(w: &pb::TensorProto, names: &mut Names) -> Result<InitQ, ConvertError> {
+fn quantize_act_init(
+    w: &pb::TensorProto,
+    names: &mut Names,
+    activations: ActType,
+) -> Result<InitQ, ConvertError> {
+    let (act_qmin, act_qmax) = activations.range();
     let data = graph::tensor_f32(w)?;
     let (lo, hi) = data
         .iter()
@@ -1081,9 +1141,12 @@ fn quantize_act_init(w: &pb::TensorProto, names: &mut Names) -> Result<InitQ, Co
     let (scale, zp) = if data.is_empty() {
         (1.0, 0)
     } else {
-        compute_scale_zp(lo, hi, ACT_QMIN, ACT_QMAX, false)
+        compute_scale_zp(lo, hi, act_qmin, act_qmax, false)
     };
-    let q: Vec<i8> = data.iter().map(|&v| quantize_value(v, scale, zp)).collect();
+    let q: Vec<i32> = data
+        .iter()
+        .map(|&v| ((v / scale).round_ties_even() as i32).saturating_add(zp))
+        .collect();
     let t = &w.name;
     let q_name = names.fresh(&format!("{t}_quantized"));
     let scale_name = names.fresh(&format!("{t}_scale"));
@@ -1092,9 +1155,9 @@ fn quantize_act_init(w: &pb::TensorProto, names: &mut Names) -> Result<InitQ, Co
     let dq_name = names.fresh(&format!("{t}_DequantizeLinear"));
     Ok(InitQ {
         inits: vec![
-            graph::int8_tensor(&zp_name, &[], &[zp as i8]),
+            activations.tensor(&zp_name, &[], &[zp]),
             graph::f32_tensor(&scale_name, &[], &[scale]),
-            graph::int8_tensor(&q_name, &w.dims, &q),
+            activations.tensor(&q_name, &w.dims, &q),
         ],
         node: graph::make_node(
             "DequantizeLinear",

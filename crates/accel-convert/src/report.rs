@@ -16,6 +16,9 @@ pub struct Chosen {
     pub engine: String,
     /// `fp32` or `int8`.
     pub precision: String,
+    /// For int8: the activation type (`int8` or `uint8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<String>,
     /// Intra-op threads it was measured with.
     pub threads: usize,
 }
@@ -27,6 +30,9 @@ pub struct Candidate {
     pub engine: String,
     /// `fp32` or `int8`.
     pub precision: String,
+    /// For int8: the activation type (`int8` or `uint8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<String>,
     /// Intra-op threads.
     pub threads: usize,
     /// Median latency of one batch-1 run, milliseconds.
@@ -110,8 +116,15 @@ impl Report {
         let c = &self.chosen;
         let _ = writeln!(
             s,
-            "chosen:      {} {} threads={} ({})",
-            c.engine, c.precision, c.threads, self.reason
+            "chosen:      {} {}{} threads={} ({})",
+            c.engine,
+            c.precision,
+            c.activations
+                .as_deref()
+                .map(|a| format!("/{a}"))
+                .unwrap_or_default(),
+            c.threads,
+            self.reason
         );
         let _ = writeln!(
             s,
@@ -156,17 +169,23 @@ impl Report {
                 (None, true) => "accepted".into(),
                 (None, false) => "rejected".into(),
             };
-            let mark =
-                if k.engine == c.engine && k.precision == c.precision && k.threads == c.threads {
-                    "*"
-                } else {
-                    " "
-                };
+            let mark = if k.engine == c.engine
+                && k.precision == c.precision
+                && k.activations == c.activations
+                && k.threads == c.threads
+            {
+                "*"
+            } else {
+                " "
+            };
             let _ = writeln!(
                 s,
                 "{mark} {:<12} {:<9} {:>7} {:>9.2} {:>9.2} {:>7.3} {:>7.3} {:>9.5}  {verdict}",
                 k.engine,
-                k.precision,
+                match &k.activations {
+                    Some(a) if a == "uint8" => "int8/u8".to_string(),
+                    _ => k.precision.clone(),
+                },
                 k.threads,
                 k.p50_ms,
                 k.p99_ms,

@@ -148,6 +148,7 @@ mod tests {
         Candidate {
             engine: engine.into(),
             precision: precision.into(),
+            activations: None,
             threads,
             p50_ms: p50,
             p99_ms: p50 * 1.2,

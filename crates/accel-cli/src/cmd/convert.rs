@@ -10,7 +10,7 @@ use crate::output::print_json;
 use accel_convert::calibrate::Method;
 use accel_convert::evaluate::TimingBudget;
 use accel_convert::inputs::{preprocess_all, read_folder};
-use accel_convert::quantize::ClipRanges;
+use accel_convert::quantize::{ActType, ClipRanges};
 use accel_convert::{ConvertRequest, Engines, Precision, Progress, Report};
 use accel_core::name::NameRef;
 use accel_core::spec::Layout;
@@ -57,6 +57,9 @@ pub struct ConvertArgs {
     /// Range of a removed Clip's output: clip-bounds (ReLU6 → [0, 6]) or calibrated.
     #[arg(long, default_value = "clip-bounds")]
     pub clip_ranges: String,
+    /// Activation types of the int8 candidates (each measured): uint8 (U8S8), int8 (S8S8).
+    #[arg(long, value_delimiter = ',', default_value = "uint8,int8")]
+    pub activations: Vec<String>,
     /// The model input (checked; pipelines have exactly one).
     #[arg(long)]
     pub input: Option<String>,
@@ -286,6 +289,15 @@ pub fn convert_and_register(
             "calibrated" => ClipRanges::Calibrated,
             other => bail!("unknown --clip-ranges {other:?} (expected clip-bounds or calibrated)"),
         },
+        activation_types: a
+            .activations
+            .iter()
+            .map(|t| match t.as_str() {
+                "uint8" | "u8" => Ok(ActType::Uint8),
+                "int8" | "s8" => Ok(ActType::Int8),
+                other => bail!("unknown --activations {other:?} (expected uint8 or int8)"),
+            })
+            .collect::<anyhow::Result<_>>()?,
         engines: Engines {
             ort: ort.as_ref(),
             tract,

@@ -2,7 +2,7 @@
 //! int8 plan within the accuracy budget, faster than the float plan, and the
 //! plan serves the known classes (PROVENANCE.md) like any model.
 
-use super::{fixture, Home};
+use super::{fixture, heavy, spawn_serve, Home};
 use serde_json::Value;
 use std::path::Path;
 
@@ -52,6 +52,7 @@ fn candidate<'a>(report: &'a Value, engine: &str, precision: &str, threads: u64)
 
 #[test]
 fn convert_float_shufflenet_to_an_int8_plan_and_serve_it() {
+    let _heavy = heavy();
     let h = Home::new();
     h.register("shuffle-f32", "shufflenet-v2-12-f32.onnx");
     let work = tempfile::tempdir().unwrap();
@@ -127,6 +128,22 @@ fn convert_float_shufflenet_to_an_int8_plan_and_serve_it() {
         .collect();
     assert!((281..=285).contains(&top1[0]), "chelsea {}", top1[0]);
     assert_eq!(&top1[1..], [967, 698]);
+    // `accel serve` loads the plan as it is, and it answers over gRPC.
+    let mut cmd = h.cmd();
+    cmd.args(["serve", "--model", &model, "--service", "plan"]);
+    let mut served = spawn_serve(cmd);
+    let coffee = fixture("images/skimage_coffee.png");
+    let s = h.json(&[
+        "score",
+        &served.grpc,
+        "--service",
+        "plan",
+        coffee.to_str().unwrap(),
+        "--json",
+    ]);
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+    assert_eq!(s["results"][0]["top"][0]["index"], 967, "{s}");
     // A plan cannot be loaded by the other engine, and says why.
     let err = h.fails(&[
         "predict",

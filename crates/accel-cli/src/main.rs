@@ -2,6 +2,7 @@
 //! and deploy them. Every subcommand parses its flags once into a struct and
 //! hands it whole to the function that does the work.
 
+mod bundle;
 mod cmd;
 mod context;
 mod fixtures;
@@ -39,6 +40,9 @@ enum Command {
     /// Convert a model into a plan for this machine: measured, quantized when
     /// the accuracy budget allows, registered with its report.
     Convert(cmd::convert::ConvertArgs),
+    /// Build, list, push and export OCI images of models (no Docker daemon needed).
+    #[command(subcommand)]
+    Images(cmd::images::ImagesCommand),
     /// Follow operations started with --no-wait.
     #[command(subcommand)]
     Operations(cmd::operations::OperationsCommand),
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Convert(a) => cmd::convert::run(&cli.global, a),
         Command::Operations(c) => cmd::operations::run(&cli.global, c),
+        Command::Images(c) => cmd::images::run(&cli.global, c),
         Command::Services(c) => cmd::services::run(&cli.global, c),
     };
     match result {

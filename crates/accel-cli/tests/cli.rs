@@ -1,8 +1,14 @@
 //! End-to-end tests of the `accel` binary: each runs it as a user would, in
 //! a fresh temporary Accel home.
 
+#[path = "cli/bundle.rs"]
+mod bundle;
 #[path = "cli/convert.rs"]
 mod convert;
+#[path = "cli/services.rs"]
+mod services;
+#[path = "cli/images.rs"]
+mod images;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -4,9 +4,12 @@
 //! people deleting files by hand all leave the two halves of the registry
 //! disagreeing. `check` finds every kind of disagreement; with `repair` it
 //! removes what is safe to remove (orphan blobs, stale temp files) and
-//! reports what cannot be repaired (missing or corrupt blobs). It also
-//! reports operations stored as running whose process is gone; repair stores
-//! them as failed (see `operations.rs`).
+//! reports what cannot be repaired (missing or corrupt blobs). Blobs count
+//! as used when a model or an image refers to them. It also reports
+//! operations stored as running, and images stored as building, whose
+//! process is gone; repair stores them as failed (see `operations.rs` and
+//! `images.rs`), which dereferences the blobs of such images (removed in the
+//! same repair when nothing else uses them).
 //!
 //! Model reports need no check of their own: `model_reports` rows are
 //! deleted with their model (`ON DELETE CASCADE`, foreign keys are on in
@@ -14,6 +17,7 @@
 
 use crate::blobs::is_valid_sha256;
 use crate::error::Result;
+use crate::images;
 use crate::operations;
 use crate::recovery::{self, now_secs};
 use crate::Registry;
@@ -24,10 +28,11 @@ use std::collections::BTreeSet;
 /// What [`Registry::check`] found (and, with repair, did).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
-    /// Files in `blobs/sha256/` that no model uses and no registration in
+    /// Files in `blobs/sha256/` that no model or image uses and no write in
     /// progress is writing (removed when `repaired`).
     pub orphan_blobs: Vec<String>,
-    /// Blobs a model uses whose file is gone (cannot be repaired).
+    /// Blobs a model or an image uses whose file is gone (cannot be
+    /// repaired).
     pub missing_blobs: Vec<String>,
     /// Blobs whose content no longer hashes to their name (cannot be repaired).
     pub corrupt_blobs: Vec<String>,
@@ -38,6 +43,10 @@ pub struct CheckReport {
     /// as failed ("the process ended without finishing"), and are stored so
     /// when `repaired`.
     pub dead_operations: Vec<String>,
+    /// Images (`name:version`) stored as building whose builder process is
+    /// gone; they read as failed, and are stored so (their blobs
+    /// dereferenced) when `repaired`.
+    pub dead_image_builds: Vec<String>,
     /// What crash recovery rolled back since the previous check: when the
     /// registry was opened, and (with repair) just now.
     pub recovered: Vec<String>,
@@ -47,24 +56,26 @@ pub struct CheckReport {
 
 impl CheckReport {
     /// True when no problem remains: nothing missing or corrupt, and no
-    /// orphans, stale temp files or dead operations unless they were just
-    /// repaired. `recovered` does not count: recovery already fixed those.
+    /// orphans, stale temp files, dead operations or dead image builds unless
+    /// they were just repaired. `recovered` does not count: recovery already fixed those.
     pub fn is_clean(&self) -> bool {
         self.missing_blobs.is_empty()
             && self.corrupt_blobs.is_empty()
             && (self.repaired
                 || (self.orphan_blobs.is_empty()
                     && self.stale_temp_files.is_empty()
-                    && self.dead_operations.is_empty()))
+                    && self.dead_operations.is_empty()
+                    && self.dead_image_builds.is_empty()))
     }
 }
 
 impl Registry {
     /// Compares the database with the blob store and re-hashes every blob a
-    /// model uses. With `repair`, first runs crash recovery again, then
-    /// removes orphan blobs and stale temp files and stores dead operations
-    /// as failed. Missing and corrupt blobs are only reported. Also reports
-    /// (once) what recovery did at `open`.
+    /// model or an image uses. With `repair`, first runs crash recovery
+    /// again, then stores dead operations and dead image builds as failed
+    /// (dereferencing the blobs of those images) and removes orphan blobs and
+    /// stale temp files. Missing and corrupt blobs are only reported. Also
+    /// reports (once) what recovery did at `open`.
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
         let mut report = CheckReport {
             repaired: repair,
@@ -81,8 +92,18 @@ impl Registry {
             // Under the write lock so no registration or deletion moves files
             // while the listing is compared with the rows.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let dead_images = images::vanished(&tx)?;
+            if repair {
+                // First, so that their blobs count as orphans below.
+                for (id, _) in &dead_images {
+                    images::mark_vanished(&tx, *id)?;
+                }
+            }
+            report.dead_image_builds = dead_images.into_iter().map(|(_, r)| r).collect();
             let referenced: BTreeSet<String> = {
-                let mut stmt = tx.prepare("SELECT DISTINCT sha256 FROM model_blobs")?;
+                let mut stmt = tx.prepare(
+                    "SELECT sha256 FROM model_blobs UNION SELECT sha256 FROM image_blobs",
+                )?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };

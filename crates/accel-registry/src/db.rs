@@ -88,6 +88,67 @@ const MIGRATIONS: &[&str] = &[
         result   TEXT CHECK (result IS NULL OR json_valid(result)),
         error    TEXT
     );",
+    // 5: OCI images built from a model, see images.rs. Their blobs live in
+    // the same content-addressed store as model blobs (`image_blobs` refers to
+    // them by sha256, like `model_blobs`). `pid` is the builder process while
+    // `state` is 'building'; `manifest_digest` is set when it succeeded.
+    "CREATE TABLE images (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL,
+        version         INTEGER NOT NULL CHECK (version >= 1),
+        model_id        INTEGER NOT NULL REFERENCES models(id) ON DELETE RESTRICT,
+        state           TEXT NOT NULL CHECK (state IN ('building', 'succeeded', 'failed')),
+        description     TEXT NOT NULL,
+        created         TEXT NOT NULL,
+        finished        TEXT,
+        manifest_digest TEXT,
+        size            INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+        build_log       TEXT NOT NULL DEFAULT '',
+        pid             INTEGER NOT NULL CHECK (pid >= 0),
+        UNIQUE (name, version)
+    );
+    CREATE INDEX images_model ON images(model_id);
+    CREATE TABLE image_tags (
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        key      TEXT NOT NULL,
+        value    TEXT NOT NULL,
+        PRIMARY KEY (image_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE image_blobs (
+        image_id   INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        sha256     TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('manifest', 'config', 'layer', 'index')),
+        size       INTEGER NOT NULL CHECK (size >= 0),
+        UNIQUE (image_id, sha256, role)
+    );
+    CREATE INDEX image_blobs_sha256 ON image_blobs(sha256);
+    CREATE TABLE image_locations (
+        image_id  INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        reference TEXT NOT NULL,
+        digest    TEXT NOT NULL,
+        pushed    TEXT NOT NULL,
+        PRIMARY KEY (image_id, reference)
+    );",
+    // 6: deployments of images (`accel services`), see deployments.rs. A
+    // local deployment holding a device holds it alone.
+    "CREATE TABLE deployments (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        target      TEXT NOT NULL CHECK (target IN ('local', 'kubernetes')),
+        image_id    INTEGER NOT NULL REFERENCES images(id) ON DELETE RESTRICT,
+        state       TEXT NOT NULL,
+        device      TEXT,
+        port        INTEGER CHECK (port IS NULL OR port BETWEEN 0 AND 65535),
+        pid         INTEGER CHECK (pid IS NULL OR pid >= 0),
+        scoring_uri TEXT,
+        config      TEXT NOT NULL CHECK (json_valid(config)),
+        created     TEXT NOT NULL,
+        updated     TEXT NOT NULL
+    );
+    CREATE INDEX deployments_image ON deployments(image_id);
+    CREATE UNIQUE INDEX deployments_local_device ON deployments(device)
+        WHERE target = 'local' AND device IS NOT NULL;",
 ];
 
 /// Opens (creating if needed) the database at `path`, configures the
@@ -177,6 +238,21 @@ mod tests {
             .unwrap();
         let migrated = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..2] {
+            migrated.execute_batch(sql).unwrap();
+        }
+        assert_eq!(schema(&frozen), schema(&migrated));
+    }
+
+    /// The upgrade test in tests/registry/images.rs starts from a frozen
+    /// copy of the version-4 schema; it must be what migrations 1 to 4 make.
+    #[test]
+    fn the_frozen_version_4_schema_matches_the_migrations() {
+        let frozen = Connection::open_in_memory().unwrap();
+        frozen
+            .execute_batch(include_str!("../tests/registry/schema_v4.sql"))
+            .unwrap();
+        let migrated = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
             migrated.execute_batch(sql).unwrap();
         }
         assert_eq!(schema(&frozen), schema(&migrated));

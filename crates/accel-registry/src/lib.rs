@@ -1,5 +1,6 @@
 //! The Accel model registry: model metadata in SQLite plus content-addressed
-//! blobs on disk, written so that a crash never leaves half a model.
+//! blobs on disk, written so that a crash never leaves half a model; also
+//! the records of the OCI images built from models and of their deployments.
 //!
 //! Everything lives under one home directory (`$ACCEL_HOME`, resolved by the
 //! caller):
@@ -7,8 +8,10 @@
 //! ```text
 //! <home>/registry.db          SQLite, WAL mode: models, tags, properties,
 //!                             blob references, reports, write intents,
-//!                             service keys, long-running operations
-//! <home>/blobs/sha256/<hex>   model files and label lists, named by sha256
+//!                             service keys, long-running operations,
+//!                             images, deployments
+//! <home>/blobs/sha256/<hex>   model files, label lists and image blobs
+//!                             (manifests, configs, layers), named by sha256
 //! <home>/tmp/                 files being written
 //! ```
 //!
@@ -19,18 +22,23 @@
 //! Module map: `error` (the error type), `db` (connection and schema),
 //! `blobs` (the file store), `validate` (metadata checks), `models` (public
 //! types and reads, model reports included), `register` (the atomic write
-//! path and its crash test hook), `delete` (deletion and the parent rule),
+//! path and its crash test hook), `delete` (deletion in dependency order:
+//! deployments, images, models; the parent rule),
 //! `recovery` (write intents, crash recovery and the process liveness
 //! check), `check` (consistency check and repair), `keys` (service API key
 //! hashes), `operations` (long-running jobs such as `accel convert
-//! --no-wait`, and how a job whose process vanished reads).
+//! --no-wait`, and how a job whose process vanished reads), `images` (OCI
+//! image records and their blobs), `deployments` (deployment records and the
+//! one-model-per-device rule).
 #![deny(missing_docs)]
 
 mod blobs;
 mod check;
 mod db;
 mod delete;
+mod deployments;
 pub mod error;
+mod images;
 mod keys;
 mod models;
 mod operations;
@@ -39,7 +47,10 @@ mod register;
 mod validate;
 
 pub use check::CheckReport;
+pub use delete::{Deleted, Dependents};
+pub use deployments::{DeploymentRecord, DeploymentUpdate, NewDeployment};
 pub use error::RegistryError;
+pub use images::{ImageBlob, ImageLocation, ImageRecord, NewImage};
 pub use keys::{KeySlot, ServiceKey};
 pub use models::{ModelFilter, ModelRecord, NewModel};
 pub use operations::{OperationRecord, OperationStatus};
@@ -98,8 +109,9 @@ impl Registry {
     }
 
     /// Reads a whole blob and re-hashes it. A content mismatch is DataLoss
-    /// naming the blob; a missing file is DataLoss when a model uses the blob
-    /// and NotFound otherwise; a malformed hash is InvalidArgument.
+    /// naming the blob; a missing file is DataLoss when a model or an image
+    /// uses the blob and NotFound otherwise; a malformed hash is
+    /// InvalidArgument.
     pub fn read_blob_verified(&self, sha256: &str) -> Result<Vec<u8>> {
         if !is_valid_sha256(sha256) {
             return Err(RegistryError::InvalidArgument(format!(
@@ -109,19 +121,26 @@ impl Registry {
         if let Some(data) = self.store.read_verified(sha256)? {
             return Ok(data);
         }
-        let user: Option<String> = self
+        let user: Option<(String, String)> = self
             .conn()
             .query_row(
-                "SELECT m.name || ':' || m.version FROM model_blobs b JOIN models m ON m.id = b.model_id
-                 WHERE b.sha256 = ?1 ORDER BY m.name, m.version LIMIT 1",
+                "SELECT * FROM (
+                     SELECT 'model', m.name || ':' || m.version FROM model_blobs b
+                     JOIN models m ON m.id = b.model_id WHERE b.sha256 = ?1
+                     ORDER BY m.name, m.version LIMIT 1)
+                 UNION ALL SELECT * FROM (
+                     SELECT 'image', i.name || ':' || i.version FROM image_blobs b
+                     JOIN images i ON i.id = b.image_id WHERE b.sha256 = ?1
+                     ORDER BY i.name, i.version LIMIT 1)
+                 LIMIT 1",
                 [sha256],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
         let path = self.store.path(sha256);
         Err(match user {
-            Some(model) => RegistryError::DataLoss(format!(
-                "blob {sha256} of model \"{model}\" is missing ({})",
+            Some((kind, reference)) => RegistryError::DataLoss(format!(
+                "blob {sha256} of {kind} \"{reference}\" is missing ({})",
                 path.display()
             )),
             None => RegistryError::NotFound(format!("no blob {sha256} in the registry")),

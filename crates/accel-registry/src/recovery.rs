@@ -122,11 +122,12 @@ pub(crate) fn intents(conn: &Connection) -> Result<Vec<Intent>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Whether any model row references this blob.
+/// Whether any model or image references this blob.
 pub(crate) fn blob_referenced(conn: &Connection, sha256: &str) -> Result<bool> {
     Ok(conn
         .query_row(
-            "SELECT 1 FROM model_blobs WHERE sha256 = ?1 LIMIT 1",
+            "SELECT 1 FROM model_blobs WHERE sha256 = ?1
+             UNION ALL SELECT 1 FROM image_blobs WHERE sha256 = ?1 LIMIT 1",
             [sha256],
             |_| Ok(()),
         )
@@ -135,7 +136,7 @@ pub(crate) fn blob_referenced(conn: &Connection, sha256: &str) -> Result<bool> {
 }
 
 /// Undoes one intent inside the caller's write transaction: removes its temp
-/// file, its blob when no model and no other live intent uses it, and the
+/// file, its blob when no model, no image and no other live intent uses it, and the
 /// row. Returns a one-line account of what was removed.
 pub(crate) fn roll_back(
     conn: &Connection,

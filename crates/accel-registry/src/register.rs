@@ -243,7 +243,7 @@ impl Registry {
 
     /// Writes one blob under an intent row (step 2 of the module docs).
     /// `hooks` enables the crash points (for the model file only).
-    fn store_blob(
+    pub(crate) fn store_blob(
         &self,
         src: &mut dyn Read,
         desc: &str,
@@ -268,9 +268,9 @@ impl Registry {
         Ok(d)
     }
 
-    /// Rolls back this registration's own intents after a failure (best
+    /// Rolls back this write's own intents after a failure (best
     /// effort: whatever is left is handled by the next recovery).
-    fn abandon(&self, ids: &[i64]) {
+    pub(crate) fn abandon(&self, ids: &[i64]) {
         let attempt = || -> Result<()> {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -181,6 +181,60 @@ pub(crate) fn clean_text(s: &str, max: usize) -> String {
     out
 }
 
+/// Checks a one-word value such as an OCI media type, an image reference, a
+/// device name or a URI: 1..=`max` bytes of printable ASCII without spaces.
+/// `what` names it in the error.
+pub(crate) fn word(what: &str, s: &str, max: usize) -> Result<()> {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(format!(
+            "{what} {s:?} must be 1 to {max} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an OCI content digest, `algorithm:encoded` (e.g.
+/// `sha256:<64 hex digits>`), as the OCI image spec defines its grammar.
+pub(crate) fn oci_digest(what: &str, s: &str) -> Result<()> {
+    let ok = s.len() <= 256
+        && s.split_once(':').is_some_and(|(alg, enc)| {
+            let alg_ok = !alg.is_empty()
+                && alg.split(['+', '.', '_', '-']).all(|part| {
+                    !part.is_empty()
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                });
+            let enc_ok = !enc.is_empty()
+                && enc
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            alg_ok && enc_ok
+        });
+    if !ok {
+        return Err(bad(format!(
+            "{what} {s:?} is not a digest like \"sha256:<64 hex digits>\""
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a state name such as `running`: 1..=32 bytes of lower-case ASCII
+/// letters, digits, `-` and `_`.
+pub(crate) fn state(s: &str) -> Result<()> {
+    if s.is_empty()
+        || s.len() > 32
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(bad(format!(
+            "state {s:?} must be 1 to 32 lower-case letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
 /// Splits a labels blob back into labels.
 pub(crate) fn parse_labels(text: &str) -> Vec<String> {
     text.split_terminator('\n').map(str::to_string).collect()
@@ -189,6 +243,42 @@ pub(crate) fn parse_labels(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_digests_and_states() {
+        word(
+            "media type",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            255,
+        )
+        .unwrap();
+        for w in ["", "a b", "tab\t", "é", &"x".repeat(11)] {
+            assert!(word("device", w, 10).is_err(), "{w:?}");
+        }
+        let hex = "a".repeat(64);
+        oci_digest("digest", &format!("sha256:{hex}")).unwrap();
+        oci_digest(
+            "digest",
+            "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8",
+        )
+        .unwrap();
+        for d in [
+            "",
+            "sha256",
+            "sha256:",
+            ":abc",
+            "SHA256:ab",
+            "sha256:a/b",
+            "sha256:a b",
+        ] {
+            assert!(oci_digest("digest", d).is_err(), "{d:?}");
+        }
+        state("running").unwrap();
+        state("crash_loop-2").unwrap();
+        for s in ["", "Running", "a b", &"s".repeat(33)] {
+            assert!(state(s).is_err(), "{s:?}");
+        }
+    }
 
     fn one(k: &str, v: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(k.to_string(), v.to_string())])

@@ -1,6 +1,10 @@
 //! End-to-end tests of the registry against real homes in temp directories.
 //! One test binary; topics that grew their own file live in `registry/`.
 
+#[path = "registry/deployments.rs"]
+mod deployments;
+#[path = "registry/images.rs"]
+mod images;
 #[path = "registry/operations.rs"]
 mod operations;
 #[path = "registry/reports.rs"]
@@ -322,7 +326,10 @@ fn same_file_twice_is_one_blob() {
     // Deleting one user keeps the blob; deleting the last removes it.
     let gone = reg.delete_model(&r("a:1"), false).unwrap();
     assert_eq!(
-        gone.iter().map(|m| m.reference()).collect::<Vec<_>>(),
+        gone.models
+            .iter()
+            .map(|m| m.reference())
+            .collect::<Vec<_>>(),
         ["a:1"]
     );
     assert_eq!(blob_files(home.path()), std::slice::from_ref(&a.sha256));
@@ -378,7 +385,10 @@ fn labels_are_stored_as_a_blob_and_inherited_by_reference() {
     // Deleting the parent (forced) takes the child and the labels blob.
     let gone = reg.delete_model(&r("base"), true).unwrap();
     assert_eq!(
-        gone.iter().map(|m| m.reference()).collect::<Vec<_>>(),
+        gone.models
+            .iter()
+            .map(|m| m.reference())
+            .collect::<Vec<_>>(),
         ["base:1", "base-int8:1"]
     );
     assert_eq!(blob_files(home.path()), std::slice::from_ref(&plain.sha256));
@@ -428,10 +438,11 @@ fn delete_refuses_parents_and_force_cascades() {
     assert_eq!(blob_files(home.path()).len(), 4);
     // Deleting a leaf needs no force.
     let gone = reg.delete_model(&r("foo-plan:1"), false).unwrap();
-    assert_eq!(gone, vec![plan]);
+    assert_eq!(gone.models, vec![plan]);
 
     let gone = reg.delete_model(&r("foo:1"), true).unwrap();
-    assert_eq!(gone, vec![base, int8]);
+    assert_eq!(gone.models, vec![base, int8]);
+    assert!(gone.deployments.is_empty() && gone.images.is_empty());
     assert!(reg.list_models(&ModelFilter::default()).unwrap().is_empty());
     assert!(blob_files(home.path()).is_empty());
     let report = reg.check(false).unwrap();
@@ -555,7 +566,8 @@ fn check_reports_and_repairs_orphans_and_stale_temps() {
         serde_json::to_value(&report).unwrap(),
         serde_json::json!({
             "orphan_blobs": [], "missing_blobs": [], "corrupt_blobs": [],
-            "stale_temp_files": [], "dead_operations": [], "recovered": [],
+            "stale_temp_files": [], "dead_operations": [], "dead_image_builds": [],
+            "recovered": [],
             "repaired": false
         })
     );

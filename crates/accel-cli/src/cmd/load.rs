@@ -1,7 +1,8 @@
-//! Loading a registered model into a compiled pipeline: shared by `predict`,
-//! `quickstart` and (later) `serve`.
+//! Loading a model into a compiled pipeline, from the registry or from a
+//! model bundle directory: shared by `predict`, `quickstart` and `serve`.
 
 use super::convert::{check_plan_fits, PLAN_ENGINE, PLAN_THREADS};
+use crate::bundle;
 use crate::context::GlobalArgs;
 use accel_core::name::NameRef;
 use accel_registry::{ModelRecord, Registry};
@@ -11,13 +12,35 @@ use accel_runtime::engine::{
 use accel_runtime::{CompiledPipeline, Limits};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A registered model, `name[:version]`.
+    Registry(NameRef),
+    /// A model bundle directory (`accel models bundle`): needs no registry.
+    Bundle(PathBuf),
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSource::Registry(r) => match r.version {
+                Some(v) => write!(f, "{}:{v}", r.name),
+                None => write!(f, "{}", r.name),
+            },
+            ModelSource::Bundle(dir) => write!(f, "bundle {}", dir.display()),
+        }
+    }
+}
 
 /// What to load and how.
 #[derive(Debug, Clone)]
 pub struct LoadRequest {
     /// The model.
-    pub model: NameRef,
+    pub model: ModelSource,
     /// Engine choice.
     pub engine: EngineChoice,
     /// Intra-op threads (0 = all cores).
@@ -30,7 +53,7 @@ pub struct LoadRequest {
 
 /// A model ready to run.
 pub struct LoadedModel {
-    /// Its registry record.
+    /// Its registry record (for a bundle: the record in `model.json`).
     pub record: ModelRecord,
     /// The compiled pipeline.
     pub pipeline: CompiledPipeline,
@@ -70,14 +93,49 @@ impl PlanFacts {
     }
 }
 
-/// Loads `req.model` from `registry`.
+/// A model read from its source, its sha256 not yet checked.
+struct Unverified<'a> {
+    record: ModelRecord,
+    bytes: Vec<u8>,
+    labels: Option<Vec<String>>,
+    /// Where optimized models may be cached (None: nowhere).
+    cache_dir: Option<PathBuf>,
+    /// The error for bytes that do not hash to `record.sha256` (given the
+    /// digest they do hash to).
+    mismatch: Mismatch<'a>,
+}
+
+/// Makes the error for bytes whose sha256 (the `&str`) is not the record's.
+type Mismatch<'a> = Box<dyn FnOnce(&ModelRecord, &str) -> anyhow::Error + 'a>;
+
+/// Loads `req.model`. `registry` is needed for [`ModelSource::Registry`]
+/// only: a bundle is loaded without one.
 pub fn load_model(
     global: &GlobalArgs,
-    registry: &Registry,
+    registry: Option<&Registry>,
     req: &LoadRequest,
 ) -> anyhow::Result<LoadedModel> {
-    let record = registry.get_model(&req.model)?;
     let t_read = Instant::now();
+    let source = match &req.model {
+        ModelSource::Registry(r) => {
+            let Some(registry) = registry else {
+                bail!("loading {} needs the registry", req.model);
+            };
+            read_registered(global, registry, r)?
+        }
+        ModelSource::Bundle(dir) => read_bundled(global, dir)?,
+    };
+    let read_ms = t_read.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(model = %source.record.reference(), from = %req.model, read_ms, "model read");
+    compile(global, source, req)
+}
+
+fn read_registered<'a>(
+    global: &GlobalArgs,
+    registry: &'a Registry,
+    r: &NameRef,
+) -> anyhow::Result<Unverified<'a>> {
+    let record = registry.get_model(r)?;
     // Read once; the sha256 check runs on a second thread while the engine
     // compiles the same bytes (cold start), and a mismatch wins over
     // whatever the engine made of them.
@@ -85,8 +143,74 @@ pub fn load_model(
         Ok(b) => b,
         Err(_) => registry.read_blob_verified(&record.sha256)?,
     };
-    let read_ms = t_read.elapsed().as_secs_f64() * 1e3;
     let labels = registry.labels(&record)?;
+    Ok(Unverified {
+        record,
+        bytes,
+        labels,
+        cache_dir: Some(global.home()?.join("cache").join("optimized")),
+        mismatch: Box::new(move |record, _| {
+            // The registry's own check names the blob and the model.
+            match registry.read_blob_verified(&record.sha256) {
+                Err(e) => e.into(),
+                Ok(_) => anyhow::anyhow!(
+                    "the blob of {} changed while it was loading",
+                    record.reference()
+                ),
+            }
+        }),
+    })
+}
+
+fn read_bundled<'a>(global: &GlobalArgs, dir: &'a Path) -> anyhow::Result<Unverified<'a>> {
+    let b = bundle::read_unverified(dir)?;
+    // A plan is never cached; a model is, where the home can be written.
+    let cache_dir = if b.record.format == "accel-plan" {
+        None
+    } else {
+        writable_cache_dir(global)
+    };
+    Ok(Unverified {
+        record: b.record,
+        bytes: b.model,
+        labels: b.labels,
+        cache_dir,
+        mismatch: Box::new(move |record, digest| bundle::corrupt_model(dir, record, digest)),
+    })
+}
+
+/// `$ACCEL_HOME/cache/optimized` when it can be created and written; None
+/// otherwise (a read-only image still starts, optimizing at every start).
+fn writable_cache_dir(global: &GlobalArgs) -> Option<PathBuf> {
+    let dir = global.home().ok()?.join("cache").join("optimized");
+    let probe = std::fs::create_dir_all(&dir).and_then(|()| {
+        tempfile::Builder::new()
+            .prefix(".probe")
+            .tempfile_in(&dir)
+            .map(drop)
+    });
+    match probe {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "no optimized-model cache");
+            None
+        }
+    }
+}
+
+/// Engine choice, plan checks, compilation while the bytes are hashed.
+fn compile(
+    global: &GlobalArgs,
+    source: Unverified<'_>,
+    req: &LoadRequest,
+) -> anyhow::Result<LoadedModel> {
+    let Unverified {
+        record,
+        bytes,
+        labels,
+        cache_dir,
+        mismatch,
+    } = source;
     let plan = PlanFacts::of(&record)?;
     let engine = match (&plan, req.engine) {
         (Some(p), EngineChoice::Auto) => EngineChoice::Only(p.engine),
@@ -101,7 +225,6 @@ pub fn load_model(
     if plan.is_some() {
         check_plan_fits(&record, backend.as_ref())?;
     }
-    let cache_dir = global.home()?.join("cache").join("optimized");
     let t0 = Instant::now();
     let options = LoadOptions {
         threads: match &plan {
@@ -110,10 +233,12 @@ pub fn load_model(
         },
         spin: req.spin,
         // A plan is the engine's optimized model already: loaded as it is.
-        cache: plan.is_none().then(|| OptimizedCache {
-            dir: cache_dir,
-            model_sha256: record.sha256.clone(),
-        }),
+        cache: cache_dir
+            .filter(|_| plan.is_none())
+            .map(|dir| OptimizedCache {
+                dir,
+                model_sha256: record.sha256.clone(),
+            }),
         prepared: plan
             .as_ref()
             .is_some_and(|p| p.engine == EngineKind::OnnxRuntime),
@@ -124,17 +249,14 @@ pub fn load_model(
         (plan, digest.join())
     });
     drop(bytes);
-    if digest.ok().as_deref() != Some(record.sha256.as_str()) {
-        // The registry's own check names the blob and the model.
-        registry.read_blob_verified(&record.sha256)?;
-        bail!(
-            "the blob of {} changed while it was loading",
-            record.reference()
-        );
+    match digest {
+        Ok(d) if d == record.sha256 => {}
+        Ok(d) => return Err(mismatch(&record, &d)),
+        Err(_) => bail!("hashing {} failed", record.reference()),
     }
     let plan = plan.with_context(|| format!("loading {}", record.reference()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    tracing::debug!(model = %record.reference(), read_ms, load_ms, "model read, verified and compiled");
+    tracing::debug!(model = %record.reference(), load_ms, "model verified and compiled");
     let pipeline = CompiledPipeline::new(plan, record.spec.clone(), labels, req.limits)?;
     Ok(LoadedModel {
         record,

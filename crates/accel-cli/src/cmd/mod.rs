@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod engines;
+pub mod images;
 pub mod load;
 pub mod models;
 pub mod operations;

@@ -23,6 +23,19 @@ pub enum ModelsCommand {
     Show(ShowArgs),
     /// Delete NAME:VERSION, or every version of NAME.
     Delete(DeleteArgs),
+    /// Write NAME[:VERSION] as a model bundle directory that `accel serve
+    /// --bundle DIR` loads without a registry; prints the files written.
+    #[command(hide = true)]
+    Bundle(BundleArgs),
+}
+
+/// `accel models bundle`.
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// NAME or NAME:VERSION.
+    pub model: String,
+    /// The bundle directory (created if needed).
+    pub dir: PathBuf,
 }
 
 /// Preprocessing presets.
@@ -148,6 +161,7 @@ pub fn run(global: &GlobalArgs, command: ModelsCommand) -> anyhow::Result<()> {
         ModelsCommand::List(a) => list(global, a),
         ModelsCommand::Show(a) => show(global, a),
         ModelsCommand::Delete(a) => delete(global, a),
+        ModelsCommand::Bundle(a) => bundle(global, a),
     }
 }
 
@@ -343,13 +357,44 @@ fn print_record(r: &ModelRecord) {
 
 fn delete(global: &GlobalArgs, a: DeleteArgs) -> anyhow::Result<()> {
     let r: NameRef = a.model.parse()?;
-    let deleted = global.registry()?.delete_model(&r, a.force)?;
+    let registry = global.registry()?;
+    if a.force {
+        // Stop what the deployments a forced delete takes run, first.
+        super::services::stop_dependents(global, &registry, &registry.dependents_of_model(&r)?)?;
+    }
+    let deleted = registry.delete_model(&r, a.force)?;
+    // Deployment records and images a forced delete took, then the models
+    // (bare `name:version`, as before).
+    let refs: Vec<String> = deleted
+        .deployments
+        .iter()
+        .map(|d| format!("deployment {}", d.name))
+        .chain(
+            deleted
+                .images
+                .iter()
+                .map(|i| format!("image {}", i.reference())),
+        )
+        .chain(deleted.models.iter().map(|m| m.reference()))
+        .collect();
     if a.json {
-        let refs: Vec<String> = deleted.iter().map(|d| d.reference()).collect();
         return print_json(&refs);
     }
-    for d in &deleted {
-        println!("deleted {}", d.reference());
+    for d in &refs {
+        println!("deleted {d}");
+    }
+    Ok(())
+}
+
+/// Writes a model bundle, then reads it back as `accel serve` will.
+fn bundle(global: &GlobalArgs, a: BundleArgs) -> anyhow::Result<()> {
+    let r: NameRef = a.model.parse()?;
+    let registry = global.registry()?;
+    let record = registry.get_model(&r)?;
+    let files = crate::bundle::write_bundle(&registry, &record, &a.dir)?;
+    crate::bundle::read_bundle(&a.dir)?;
+    for f in &files {
+        println!("{}", f.display());
     }
     Ok(())
 }

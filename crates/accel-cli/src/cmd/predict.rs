@@ -1,7 +1,7 @@
 //! `accel predict MODEL[:V] IMAGE...`: the pipeline in this process, top-k
 //! with labels and per-stage timings.
 
-use super::load::{load_model, LoadRequest};
+use super::load::{load_model, LoadRequest, ModelSource};
 use crate::context::GlobalArgs;
 use crate::output::print_json;
 use accel_runtime::engine::EngineChoice;
@@ -85,9 +85,9 @@ pub fn run(global: &GlobalArgs, a: PredictArgs) -> anyhow::Result<()> {
     };
     let loaded = load_model(
         global,
-        &registry,
+        Some(&registry),
         &LoadRequest {
-            model,
+            model: ModelSource::Registry(model),
             engine,
             threads: a.threads,
             spin: None,

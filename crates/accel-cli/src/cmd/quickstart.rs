@@ -1,7 +1,7 @@
 //! `accel quickstart`: register the bundled pretrained model, classify the
 //! bundled photos, print top-5 and latency, and say which engine ran.
 
-use super::load::{load_model, LoadRequest};
+use super::load::{load_model, LoadRequest, ModelSource};
 use super::predict::{print_image, ImageReport};
 use crate::context::GlobalArgs;
 use crate::fixtures;
@@ -83,12 +83,12 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
     };
     let loaded = load_model(
         global,
-        &registry,
+        Some(&registry),
         &LoadRequest {
-            model: NameRef {
+            model: ModelSource::Registry(NameRef {
                 name: record.name.clone(),
                 version: Some(record.version),
-            },
+            }),
             engine,
             threads: a.threads,
             spin: None,

@@ -8,14 +8,16 @@ use clap::{Args, Subcommand};
 /// Registry subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
-    /// Report orphan, missing and corrupt blobs and stale temporary files.
+    /// Report orphan, missing and corrupt blobs, stale temporary files, and
+    /// operations and image builds whose process died.
     Check(CheckArgs),
 }
 
 /// `accel registry check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Remove orphan blobs and stale temporary files.
+    /// Remove orphan blobs and stale temporary files; store dead operations
+    /// and image builds as failed.
     #[arg(long)]
     pub repair: bool,
     /// JSON output.
@@ -39,6 +41,7 @@ pub fn run(global: &GlobalArgs, command: RegistryCommand) -> anyhow::Result<()> 
             ("corrupt blob", &report.corrupt_blobs),
             ("stale temp file", &report.stale_temp_files),
             ("dead operation", &report.dead_operations),
+            ("dead image build", &report.dead_image_builds),
         ] {
             for item in list {
                 println!("{what}: {item}");

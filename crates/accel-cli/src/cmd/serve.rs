@@ -1,8 +1,13 @@
 //! `accel serve`: load models, start gRPC and HTTP listeners, print one
 //! `ready grpc=HOST:PORT http=HOST:PORT` line, serve until SIGTERM/SIGINT,
 //! then drain in-flight requests and exit.
+//!
+//! Models come from the registry (`--model`, `--config`) or from model
+//! bundle directories (`--bundle`, written by `accel models bundle`). A
+//! serve of bundles only, with `--key` or no keys, never opens the registry:
+//! it runs from a read-only image with an unwritable `ACCEL_HOME`.
 
-use super::load::{load_model, LoadRequest};
+use super::load::{load_model, LoadRequest, ModelSource};
 use crate::context::GlobalArgs;
 use accel_registry::Registry;
 use accel_runtime::engine::EngineChoice;
@@ -24,16 +29,23 @@ pub struct ServeArgs {
     /// A model to serve, NAME or NAME:VERSION (repeatable; pairs with --service by position).
     #[arg(long = "model", env = "ACCEL_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// The service name of the --model at the same position (default: the model name).
+    /// A model bundle directory to serve, as `accel models bundle` writes it
+    /// (repeatable; needs no registry). Its services come after those of
+    /// --model: the --service names pair with every --model, then every
+    /// --bundle, by position.
+    #[arg(long = "bundle", env = "ACCEL_BUNDLES", value_delimiter = ',')]
+    pub bundles: Vec<PathBuf>,
+    /// The service name of the --model (then --bundle) at the same position
+    /// (default: the model name).
     #[arg(long = "service", env = "ACCEL_SERVICES", value_delimiter = ',')]
     pub services: Vec<String>,
     /// A TOML file of services: `[[service]]` tables with `model`, and optional `name`, `keys`, `auth`.
     #[arg(long, env = "ACCEL_SERVE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// An accepted API key for every service given by --model (repeatable; config-file services use their own `keys`).
+    /// An accepted API key for every service given by --model or --bundle (repeatable; config-file services use their own `keys`).
     #[arg(long = "key", env = "ACCEL_API_KEYS", value_delimiter = ',', hide_env_values = true, value_parser = parse_key)]
     pub keys: Vec<ApiKey>,
-    /// Require the keys stored in the registry (`accel services keys regenerate`).
+    /// Require the keys stored in the registry (`accel services keys regenerate`), for --bundle services too (the registry must then exist).
     #[arg(long, env = "ACCEL_AUTH")]
     pub auth: bool,
     /// Address to bind.
@@ -102,15 +114,20 @@ struct ServiceEntry {
     keys: Vec<String>,
     #[serde(default)]
     auth: bool,
-    /// Given by --model/--service (gets --key), not by the config file.
+    /// Given by --model/--bundle/--service (gets --key), not by the config file.
     #[serde(skip)]
     from_flags: bool,
+    /// A bundle directory (--bundle): loaded without the registry; `model`
+    /// is then only its display.
+    #[serde(skip)]
+    bundle: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServiceEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceEntry")
             .field("model", &self.model)
+            .field("bundle", &self.bundle)
             .field("name", &self.name)
             .field("keys", &format!("<{} redacted>", self.keys.len()))
             .field("auth", &self.auth)
@@ -153,43 +170,86 @@ fn entries(a: &ServeArgs) -> anyhow::Result<Vec<ServiceEntry>> {
         })?;
         out.extend(cfg.service);
     }
-    if a.services.len() > a.models.len() {
+    if a.services.len() > a.models.len() + a.bundles.len() {
         bail!(
-            "{} --service names for {} --model flags",
+            "{} --service names for {} --model and {} --bundle flags",
             a.services.len(),
-            a.models.len()
+            a.models.len(),
+            a.bundles.len()
         );
     }
-    for (i, m) in a.models.iter().enumerate() {
+    // Services by position: every --model, then every --bundle.
+    let flagged = a
+        .models
+        .iter()
+        .map(|m| (m.clone(), None))
+        .chain(a.bundles.iter().map(|b| (b.display().to_string(), Some(b))));
+    for (i, (model, bundle)) in flagged.enumerate() {
         out.push(ServiceEntry {
-            model: m.clone(),
+            model,
             name: a.services.get(i).cloned(),
             keys: vec![],
             auth: a.auth,
             from_flags: true,
+            bundle: bundle.cloned(),
         });
     }
     if out.is_empty() {
-        bail!("nothing to serve: give --model NAME[:VERSION] or --config FILE");
+        bail!("nothing to serve: give --model NAME[:VERSION], --bundle DIR or --config FILE");
     }
     Ok(out)
+}
+
+/// Opens the registry when a service needs it: a registered model, or
+/// `--auth` (keys stored in the registry). Bundles with fixed keys (or none)
+/// do not: opening creates files, and an image's home may be read-only.
+fn open_registry(
+    global: &GlobalArgs,
+    entries: &[ServiceEntry],
+) -> anyhow::Result<Option<Arc<Registry>>> {
+    if entries.iter().any(|e| e.bundle.is_none()) {
+        return Ok(Some(Arc::new(global.registry()?)));
+    }
+    if !entries.iter().any(|e| e.auth) {
+        return Ok(None);
+    }
+    // Only for the keys of --auth: an existing registry, not a new empty one.
+    let home = global.home()?;
+    let db = home.join("registry.db");
+    if !db.is_file() {
+        bail!(
+            "--auth reads the service keys from the registry, and there is none in {} (set ACCEL_HOME to the home that holds the keys, or give the keys with --key)",
+            home.display()
+        );
+    }
+    let registry = global.registry().with_context(|| {
+        format!(
+            "--auth reads the service keys from the registry in {}",
+            home.display()
+        )
+    })?;
+    Ok(Some(Arc::new(registry)))
 }
 
 /// Runs the server until a signal.
 pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
     let engine: EngineChoice = a.engine.parse()?;
-    let registry = Arc::new(global.registry()?);
+    let entries = entries(&a)?;
+    let registry = open_registry(global, &entries)?;
     let limits = Limits {
         max_image_pixels: a.max_image_pixels,
         max_batch: a.max_batch,
         ..Limits::default()
     };
     let mut services = Vec::new();
-    for entry in entries(&a)? {
-        let model = entry.model.parse()?;
+    for entry in entries {
+        let model = match &entry.bundle {
+            Some(dir) => ModelSource::Bundle(dir.clone()),
+            None => ModelSource::Registry(entry.model.parse()?),
+        };
         let loaded = load_model(
             global,
-            &registry,
+            registry.as_deref(),
             &LoadRequest {
                 model,
                 engine,
@@ -214,12 +274,16 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         } else {
             entry.keys.iter().map(ApiKey::new).collect()
         };
-        let source: Option<Arc<dyn KeySource>> = entry
-            .auth
-            .then(|| Arc::new(RegistryKeys(Arc::clone(&registry))) as Arc<dyn KeySource>);
-        if entry.auth && registry.service_keys(&name)?.is_empty() {
-            eprintln!("warning: service {name:?} requires keys but has none yet; run `accel services keys regenerate {name}`");
-        }
+        let source: Option<Arc<dyn KeySource>> = match (&registry, entry.auth) {
+            (_, false) => None,
+            (Some(registry), true) => {
+                if registry.service_keys(&name)?.is_empty() {
+                    eprintln!("warning: service {name:?} requires keys but has none yet; run `accel services keys regenerate {name}`");
+                }
+                Some(Arc::new(RegistryKeys(Arc::clone(registry))))
+            }
+            (None, true) => bail!("--auth for service {name:?} needs the registry"),
+        };
         tracing::info!(service = %name, model = %loaded.record.reference(), engine = %loaded.pipeline.plan().engine(), "loaded");
         services.push(Service {
             keys: ServiceKeys::new(&name, &fixed, source),

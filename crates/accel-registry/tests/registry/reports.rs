@@ -99,13 +99,13 @@ fn report_round_trip_and_delete_cascades() {
         .unwrap();
     assert_eq!(count_rows(home.path(), "model_reports"), 2);
     let gone = reg.delete_model(&r("other"), false).unwrap();
-    assert_eq!(gone, vec![other]);
+    assert_eq!(gone.models, vec![other]);
     assert_eq!(count_rows(home.path(), "model_reports"), 1);
     assert!(report_text(home.path(), plan_id).is_some());
 
     // Deleting the parent with force takes the child and its report.
     let gone = reg.delete_model(&r("base"), true).unwrap();
-    assert_eq!(gone, vec![base, plan]);
+    assert_eq!(gone.models, vec![base, plan]);
     assert_eq!(count_rows(home.path(), "model_reports"), 0);
     assert_eq!(count_rows(home.path(), "models"), 0);
     assert!(blob_files(home.path()).is_empty());
@@ -204,7 +204,7 @@ fn a_version_2_database_is_upgraded_and_old_models_have_no_report() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 6);
 
     let old = reg.get_model(&r("old")).unwrap();
     assert_eq!(old.reference(), "old:1");

@@ -6,14 +6,6 @@ use accel_registry::KeySlot;
 use accel_server::auth::ApiKey;
 use clap::{Args, Subcommand, ValueEnum};
 
-/// Service subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ServicesCommand {
-    /// Manage a service's API keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-}
-
 /// Key subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -55,9 +47,8 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Dispatches a services subcommand.
-pub fn run(global: &GlobalArgs, command: ServicesCommand) -> anyhow::Result<()> {
-    let ServicesCommand::Keys(keys) = command;
+/// Dispatches a key subcommand.
+pub fn run(global: &GlobalArgs, keys: KeysCommand) -> anyhow::Result<()> {
     let registry = global.registry()?;
     match keys {
         KeysCommand::Regenerate(a) => {

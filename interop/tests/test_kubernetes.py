@@ -120,6 +120,8 @@ def check_wiring(docs: list[dict], name: str, namespace: str) -> None:
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0
     assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True  # ACCEL_HOME is /tmp/accel, an emptyDir
+    assert {"name": "tmp", "emptyDir": {}} in spec["volumes"]
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec["securityContext"]["runAsNonRoot"] is True

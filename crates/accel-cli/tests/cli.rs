@@ -5,10 +5,10 @@
 mod bundle;
 #[path = "cli/convert.rs"]
 mod convert;
-#[path = "cli/services.rs"]
-mod services;
 #[path = "cli/images.rs"]
 mod images;
+#[path = "cli/services.rs"]
+mod services;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

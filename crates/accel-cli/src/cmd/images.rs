@@ -189,7 +189,9 @@ impl BlobSink for RegistrySink<'_> {
         let role = role_of(descriptor.media_type());
         let stored = match data {
             BlobData::Bytes(b) => self.registry.put_image_blob(self.image, b, &media, role),
-            BlobData::File(p) => self.registry.put_image_blob_file(self.image, p, &media, role),
+            BlobData::File(p) => self
+                .registry
+                .put_image_blob_file(self.image, p, &media, role),
         }
         .map_err(|e| DeployError::FailedPrecondition(e.to_string()))?;
         if format!("sha256:{stored}") != descriptor.digest().to_string() {
@@ -384,7 +386,10 @@ fn image_spec(
     }
     spec = spec
         .label("org.opencontainers.image.title", image.name.clone())
-        .label("org.opencontainers.image.version", image.version.to_string())
+        .label(
+            "org.opencontainers.image.version",
+            image.version.to_string(),
+        )
         .label(
             "org.opencontainers.image.description",
             if image.description.is_empty() {
@@ -549,7 +554,7 @@ fn push(global: &GlobalArgs, a: PushArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let report = runtime.block_on(oci::push(&source, &manifest, &a.destination, &options))?;
-    registry.add_image_location(&image, &report.reference, &report.digest.to_string())?;
+    registry.add_image_location(&image, &report.reference, report.digest.as_ref())?;
     if a.json {
         return print_json(&serde_json::json!({
             "image": image.reference(),
@@ -593,4 +598,3 @@ fn export(global: &GlobalArgs, a: ExportArgs) -> anyhow::Result<()> {
     println!("{}", a.file.display());
     Ok(())
 }
-

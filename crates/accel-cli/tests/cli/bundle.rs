@@ -64,9 +64,24 @@ fn scores_espresso(h: &Home, grpc: &str, service: &str, key: Option<&str>) {
     assert_eq!(v["results"][0]["top"][0]["label"], "espresso", "{v}");
 }
 
-fn stop(mut served: Served) {
-    let _ = served.child.kill();
-    let _ = served.child.wait();
+/// A running server, killed when dropped (a failed assertion included).
+struct Running(Served);
+
+impl Running {
+    fn start(cmd: Command) -> Running {
+        Running(spawn_serve(cmd))
+    }
+
+    fn grpc(&self) -> &str {
+        &self.0.grpc
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
 }
 
 /// Registers the int8 ShuffleNetV2 (with labels) and bundles it into `dir`.
@@ -162,11 +177,21 @@ fn serve_a_bundle_from_a_read_only_home() {
         "--key",
         "k-1",
     ]);
-    let served = spawn_serve(cmd);
-    scores_espresso(&h, &served.grpc, "s", Some("k-1"));
-    let err = h.fails(&["score", &served.grpc, "--service", "s", "--key", "no"]);
+    let served = Running::start(cmd);
+    scores_espresso(&h, served.grpc(), "s", Some("k-1"));
+    let coffee = fixture("images/skimage_coffee.png");
+    let coffee = coffee.to_str().unwrap();
+    let err = h.fails(&[
+        "score",
+        served.grpc(),
+        "--service",
+        "s",
+        "--key",
+        "no",
+        coffee,
+    ]);
     assert!(err.contains("Unauthenticated"), "{err}");
-    stop(served);
+    drop(served);
     // --auth needs the keys in a registry, and this home has none.
     let mut cmd = accel_in(&home);
     cmd.args(["serve", "--bundle", dir.to_str().unwrap(), "--auth"]);
@@ -214,12 +239,19 @@ fn serve_mixes_models_and_bundles_by_position() {
         "--engine",
         "tract",
     ]);
-    let served = spawn_serve(cmd);
-    scores_espresso(&h, &served.grpc, "from-model", Some("k-2"));
-    scores_espresso(&h, &served.grpc, "from-bundle", Some("k-2"));
-    let err = h.fails(&["score", &served.grpc, "--service", "from-bundle"]);
+    let served = Running::start(cmd);
+    scores_espresso(&h, served.grpc(), "from-model", Some("k-2"));
+    scores_espresso(&h, served.grpc(), "from-bundle", Some("k-2"));
+    let coffee = fixture("images/skimage_coffee.png");
+    let err = h.fails(&[
+        "score",
+        served.grpc(),
+        "--service",
+        "from-bundle",
+        coffee.to_str().unwrap(),
+    ]);
     assert!(err.contains("Unauthenticated"), "{err}");
-    stop(served);
+    drop(served);
     let err = h.fails(&[
         "serve",
         "--bundle",
@@ -319,10 +351,10 @@ fn a_bundled_plan_serves_without_the_registry() {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = accel_in(home.path());
     cmd.args(["serve", "--bundle", dir.to_str().unwrap()]);
-    let served = spawn_serve(cmd);
+    let served = Running::start(cmd);
     // The default service name is the model's name.
-    scores_espresso(&h, &served.grpc, "shuffle-f32-plan", None);
-    stop(served);
+    scores_espresso(&h, served.grpc(), "shuffle-f32-plan", None);
+    drop(served);
     // A plan is loaded as it is: nothing cached, no registry.
     assert!(names(home.path()).is_empty(), "{:?}", names(home.path()));
 }

@@ -21,7 +21,11 @@ fn tool(name: &str) -> Command {
     assert!(
         found,
         "{name} is needed: `apt-get install {}` (scripts/test installs it)",
-        if name == "docker-registry" { "docker-registry" } else { name }
+        if name == "docker-registry" {
+            "docker-registry"
+        } else {
+            name
+        }
     );
     Command::new(name)
 }
@@ -132,15 +136,27 @@ fn image_passes_skopeo_and_umoci_and_its_rootfs_serves() {
     assert_eq!(inspect["Digest"], digest.as_str(), "{inspect:#}");
     assert_eq!(inspect["Architecture"], "amd64");
     assert_eq!(inspect["Os"], "linux");
-    assert_eq!(inspect["Labels"]["org.opencontainers.image.title"], "shuffle-img");
+    assert_eq!(
+        inspect["Labels"]["org.opencontainers.image.title"],
+        "shuffle-img"
+    );
     assert_eq!(inspect["Labels"]["org.opencontainers.image.version"], "1");
     assert_eq!(inspect["Labels"]["dev.accel.model"], "shuffle:1");
-    assert!(inspect["Layers"].as_array().unwrap().len() >= 3, "{inspect:#}");
+    assert!(
+        inspect["Layers"].as_array().unwrap().len() >= 3,
+        "{inspect:#}"
+    );
 
     // umoci unpacks the layout: files, user, entrypoint, env.
     let layout = work.path().join("layout");
     fs::create_dir(&layout).unwrap();
-    run_ok(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&layout));
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&layout),
+    );
     let bundle = work.path().join("bundle");
     run_ok(
         tool("umoci")
@@ -185,7 +201,13 @@ fn image_passes_skopeo_and_umoci_and_its_rootfs_serves() {
     let mut cmd = Command::new("chroot");
     cmd.arg("--userspec=10001:10001")
         .arg(&rootfs)
-        .args(process["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()))
+        .args(
+            process["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        )
         .env_clear();
     for e in &env {
         if let Some((k, v)) = e.split_once('=') {
@@ -238,11 +260,25 @@ fn push_to_a_registry_and_copy_back_gives_the_same_digest() {
     let digest = record["manifest_digest"].as_str().unwrap().to_string();
     let reg = OciRegistry::start();
     let dest = format!("127.0.0.1:{}/accel/shuffle:1", reg.port);
-    let pushed = h.json(&["images", "push", "shuffle-img", &dest, "--insecure", "--json"]);
+    let pushed = h.json(&[
+        "images",
+        "push",
+        "shuffle-img",
+        &dest,
+        "--insecure",
+        "--json",
+    ]);
     assert_eq!(pushed["digest"], digest.as_str(), "{pushed:#}");
     assert!(pushed["uploaded"].as_u64().unwrap() >= 4, "{pushed:#}");
     // Pushing again uploads nothing.
-    let again = h.json(&["images", "push", "shuffle-img", &dest, "--insecure", "--json"]);
+    let again = h.json(&[
+        "images",
+        "push",
+        "shuffle-img",
+        &dest,
+        "--insecure",
+        "--json",
+    ]);
     assert_eq!(again["uploaded"], 0, "{again:#}");
     // skopeo copies it back: identical manifest digest.
     let work = tempfile::tempdir().unwrap();
@@ -255,7 +291,11 @@ fn push_to_a_registry_and_copy_back_gives_the_same_digest() {
     );
     let index: Value =
         serde_json::from_str(&fs::read_to_string(copy.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index:#}");
+    assert_eq!(
+        index["manifests"][0]["digest"],
+        digest.as_str(),
+        "{index:#}"
+    );
     let remote: Value = serde_json::from_str(&run_ok(
         tool("skopeo")
             .args(["inspect", "--tls-verify=false"])
@@ -265,9 +305,17 @@ fn push_to_a_registry_and_copy_back_gives_the_same_digest() {
     assert_eq!(remote["Digest"], digest.as_str());
     // The push is recorded.
     let shown = h.json(&["images", "show", "shuffle-img", "--json"]);
-    assert_eq!(shown["locations"][0]["reference"], dest.as_str(), "{shown:#}");
+    assert_eq!(
+        shown["locations"][0]["reference"],
+        dest.as_str(),
+        "{shown:#}"
+    );
     // A registry that is not there: a clear error, nothing recorded.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let err = h.fails(&[
         "images",
         "push",

@@ -36,8 +36,9 @@ const APP: &str = "accel";
 
 /// The container's gRPC port unless overridden (TF Serving's).
 pub const DEFAULT_GRPC_PORT: u16 = 8500;
-/// The container's HTTP port unless overridden (KServe's / Triton's).
-pub const DEFAULT_HTTP_PORT: u16 = 8000;
+/// The container's HTTP port unless overridden (the image's, as `accel
+/// images create` sets it: TF Serving's REST port).
+pub const DEFAULT_HTTP_PORT: u16 = 8501;
 /// The image's non-root user (uid and gid) unless overridden.
 pub const DEFAULT_USER: i64 = 10001;
 /// The server's liveness endpoint (KServe v2; 200 once the listener is up).
@@ -180,9 +181,10 @@ pub struct KubeDeployment {
     pub env: BTreeMap<String, String>,
     /// The uid and gid the container runs as (the image's user).
     pub run_as_user: i64,
-    /// Mount the root filesystem read-only. Off by default: `accel serve`
-    /// opens the registry in its ACCEL_HOME inside the image read-write
-    /// (SQLite WAL, crash recovery). `/tmp` is a writable emptyDir either way.
+    /// Mount the root filesystem read-only (default). `/tmp` is a writable
+    /// emptyDir either way: the image's `ACCEL_HOME` is `/tmp/accel`, and a
+    /// serve of the image's bundle with `--key` never opens a registry.
+    /// Turn off for an image that writes elsewhere.
     pub read_only_root_filesystem: bool,
     /// The name of an existing `kubernetes.io/dockerconfigjson` Secret for
     /// pulling from a private registry.
@@ -211,7 +213,8 @@ impl std::fmt::Debug for KubeDeployment {
 }
 
 impl KubeDeployment {
-    /// One replica, no autoscaling, no auth, default ports, resources and user.
+    /// One replica, no autoscaling, no auth, default ports, resources and
+    /// user, read-only root filesystem.
     pub fn new(
         service: impl Into<String>,
         namespace: impl Into<String>,
@@ -230,7 +233,7 @@ impl KubeDeployment {
             args: Vec::new(),
             env: BTreeMap::new(),
             run_as_user: DEFAULT_USER,
-            read_only_root_filesystem: false,
+            read_only_root_filesystem: true,
             image_pull_secret: None,
         }
     }

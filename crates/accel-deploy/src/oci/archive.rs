@@ -193,7 +193,14 @@ fn uncompress_layer(
     let blob = match layer.media_type() {
         MediaType::ImageLayerGzip => {
             let mut gz = flate2::read::GzDecoder::new(blob);
-            io::copy(&mut gz, &mut out).map_err(io_err)?;
+            io::copy(&mut gz, &mut out).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidInput
+                | io::ErrorKind::InvalidData
+                | io::ErrorKind::UnexpectedEof => DeployError::FailedPrecondition(format!(
+                    "layer {digest} is not a valid gzip stream: {e}"
+                )),
+                _ => io_err(e),
+            })?;
             gz.into_inner()
         }
         MediaType::ImageLayer => {

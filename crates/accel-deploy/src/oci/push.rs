@@ -241,17 +241,18 @@ fn remote_error(
     options: &PushOptions,
 ) -> DeployError {
     let refused = |status: &str| {
-        match &options.auth {
-        PushAuth::Anonymous => format!(
-            "registry {registry} requires credentials ({status} while {what}): give a user name and password"
-        ),
-        PushAuth::Basic { username, .. } => format!(
-            "registry {registry} rejected the credentials of user {username:?} ({status} while {what}): check the user name and password"
-        ),
-        PushAuth::Bearer(_) => format!(
-            "registry {registry} rejected the token ({status} while {what}): check the token"
-        ),
-    }
+        let (who, advice) = match &options.auth {
+            PushAuth::Anonymous => (
+                "requires credentials".to_string(),
+                "give a user name and password",
+            ),
+            PushAuth::Basic { username, .. } => (
+                format!("rejected the credentials of user {username:?}"),
+                "check the user name and password",
+            ),
+            PushAuth::Bearer(_) => ("rejected the token".to_string(), "check the token"),
+        };
+        format!("registry {registry} {who} ({status} while {what}): {advice}")
     };
     match error {
         OciDistributionError::RequestError(e) => {
@@ -311,7 +312,7 @@ fn remote_error(
             ))
         }
         other => DeployError::Remote(format!(
-            "registry {registry}, {what}: {}",
+            "registry {registry}, while {what}: {}",
             error_chain(&other)
         )),
     }

@@ -10,8 +10,10 @@
 //! order (Secret before the Deployment that reads it; HPA, Service,
 //! Deployment, Secret on delete), that `wait` follows `observedGeneration`,
 //! updated and available replicas and reports the conditions, that delete
-//! touches only objects carrying all four labels, and that the API server's
-//! Status messages and an unreachable server become the right errors.
+//! touches only objects carrying all four labels, that a kubeconfig's
+//! context, namespace, cluster CA (TLS over rustls) and bearer token are
+//! used, and that the API server's Status messages, an untrusted
+//! certificate and an unreachable server become the right errors.
 //!
 //! What it cannot prove: that a real API server accepts the objects
 //! (schema validation is `interop/tests/test_kubernetes.py` against the
@@ -19,8 +21,9 @@
 //! defaulting are not modelled), scheduling, image pulls, probes passing,
 //! real rollout timing and conditions produced by the Deployment controller,
 //! HPA behaviour, garbage collection of ReplicaSets and pods, server-side
-//! apply's field-ownership merging, RBAC and authentication (the stand-in
-//! speaks plain HTTP without credentials).
+//! apply's field-ownership merging and conflicts, RBAC and authentication
+//! (the stand-in only sees that the token is sent; exec/OIDC credential
+//! plugins and client certificates are not exercised).
 
 use accel_deploy::kube::{
     self as k, Autoscale, ConnectOptions, KubeDeployment, Manifest, API_KEYS_ENV,
@@ -141,12 +144,12 @@ fn manifests_with_auth_and_autoscale() {
     assert_eq!(
         c["ports"],
         json!([{"name": "grpc", "containerPort": 8500, "protocol": "TCP"},
-               {"name": "http", "containerPort": 8000, "protocol": "TCP"}])
+               {"name": "http", "containerPort": 8501, "protocol": "TCP"}])
     );
     assert_eq!(
         c["securityContext"],
         json!({"allowPrivilegeEscalation": false, "privileged": false,
-               "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": false,
+               "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": true,
                "runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
                "seccompProfile": {"type": "RuntimeDefault"}})
     );
@@ -181,7 +184,7 @@ fn manifests_with_auth_and_autoscale() {
         .collect();
     assert_eq!(env["ACCEL_HOST"]["value"], "0.0.0.0");
     assert_eq!(env["ACCEL_GRPC_PORT"]["value"], "8500");
-    assert_eq!(env["ACCEL_HTTP_PORT"]["value"], "8000");
+    assert_eq!(env["ACCEL_HTTP_PORT"]["value"], "8501");
     assert_eq!(
         env["ACCEL_THREADS"]["valueFrom"]["resourceFieldRef"],
         json!({"containerName": "accel", "resource": "limits.cpu", "divisor": "1"})
@@ -200,7 +203,7 @@ fn manifests_with_auth_and_autoscale() {
         json!([
             {"name": "grpc", "port": 8500, "targetPort": "grpc", "protocol": "TCP",
              "appProtocol": "kubernetes.io/h2c"},
-            {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP",
+            {"name": "http", "port": 8501, "targetPort": "http", "protocol": "TCP",
              "appProtocol": "http"},
         ])
     );
@@ -227,7 +230,7 @@ fn manifests_without_auth_or_autoscale() {
     d.replicas = 3;
     d.args = vec!["serve".into(), "--model".into(), "resnet:2".into()];
     d.run_as_user = 20002;
-    d.read_only_root_filesystem = true;
+    d.read_only_root_filesystem = false;
     d.grpc_port = 9500;
     d.http_port = 9000;
     d.resources
@@ -243,7 +246,7 @@ fn manifests_without_auth_or_autoscale() {
     assert!(pod["metadata"].get("annotations").is_none());
     let c = &pod["spec"]["containers"][0];
     assert_eq!(c["args"], json!(["serve", "--model", "resnet:2"]));
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], false);
     assert_eq!(c["securityContext"]["runAsUser"], 20002);
     assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 20002);
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
@@ -925,7 +928,7 @@ async fn apply_wait_status_delete_against_a_stand_in_api_server() {
         status.endpoints,
         [
             ("grpc".to_string(), "resnet.ml.svc:8500".to_string()),
-            ("http".to_string(), "resnet.ml.svc:8000".to_string())
+            ("http".to_string(), "resnet.ml.svc:8501".to_string())
         ]
     );
     let reqs = requests(&st);

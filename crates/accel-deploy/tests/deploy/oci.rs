@@ -213,6 +213,42 @@ fn oci_invalid_specs_are_refused() {
 }
 
 #[test]
+fn oci_corrupt_blobs_are_refused_on_export() {
+    let work = tempfile::tempdir().unwrap();
+    let image = tiny_image(work.path());
+    let layout = image
+        .write_layout(&work.path().join("layout"), "1")
+        .unwrap();
+    let model = &image.layers[2].descriptor;
+    let blob = layout.blob_path(model.digest()).unwrap();
+    let mut bytes = fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&blob, bytes).unwrap();
+    let manifest = layout.resolve("1").unwrap();
+    for docker in [false, true] {
+        let out = work.path().join(format!("out-{docker}.tar"));
+        let err = if docker {
+            export_docker_archive(&layout, &manifest, &["a:1".to_string()], &out)
+        } else {
+            export_oci_archive(&layout, &manifest, "1", &out)
+        }
+        .unwrap_err();
+        assert!(matches!(err, DeployError::FailedPrecondition(_)), "{err:?}");
+        assert!(!out.exists(), "no partial archive is left");
+    }
+    // An unknown tag and a bad tag.
+    assert!(matches!(layout.resolve("2"), Err(DeployError::NotFound(_))));
+    let err = export_oci_archive(
+        &image,
+        &image.manifest.descriptor,
+        "bad tag",
+        &work.path().join("x.tar"),
+    );
+    assert!(matches!(err, Err(DeployError::InvalidArgument(_))));
+}
+
+#[test]
 fn oci_layout_and_archive_pass_skopeo_and_umoci() {
     require_tool("umoci", "umoci");
     let work = tempfile::tempdir().unwrap();

@@ -3,9 +3,11 @@
 //!
 //! Module map: `keys` (`services keys regenerate|list`), `local` (the
 //! `local` target: a supervised `accel serve` on this machine, and the
-//! hidden `services supervise` that does the supervising).
+//! hidden `services supervise` that does the supervising), `kubernetes` (the
+//! `kubernetes` target: manifests, server-side apply, rollout wait, delete).
 
 pub mod keys;
+pub mod kubernetes;
 pub mod local;
 
 use crate::context::GlobalArgs;
@@ -18,7 +20,7 @@ use clap::{Args, Subcommand, ValueEnum};
 pub enum ServicesCommand {
     /// Deploy an image as a service (`--target local`: a supervised `accel
     /// serve` on this machine, restarted when it dies).
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List the deployments and their states.
     List(ListArgs),
     /// Show one deployment: its record, state and where to reach it.
@@ -78,6 +80,31 @@ pub struct DeployArgs {
     /// deployment holding it is stopped and removed first.
     #[arg(long)]
     pub replace: bool,
+    /// kubernetes: the image reference the cluster pulls (REGISTRY/REPO:TAG
+    /// or @sha256:…; default: where --image was last pushed).
+    #[arg(long)]
+    pub image_ref: Option<String>,
+    /// kubernetes: replicas (the HPA's minimum with --autoscale).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: i32,
+    /// kubernetes: MIN:MAX:CPU% (a HorizontalPodAutoscaler on CPU).
+    #[arg(long)]
+    pub autoscale: Option<String>,
+    /// kubernetes: the namespace (default: `default`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// kubernetes: the kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// kubernetes: the kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// kubernetes: print the manifests instead of applying them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// kubernetes --dry-run: yaml (a multi-document stream) or json.
+    #[arg(long, short = 'o')]
+    pub output: Option<String>,
     /// local: the inference engine of the server (auto, onnxruntime, tract).
     #[arg(long, default_value = "auto")]
     pub engine: String,
@@ -147,24 +174,33 @@ pub fn run(global: &GlobalArgs, command: ServicesCommand) -> anyhow::Result<()> 
         ServicesCommand::Keys(k) => keys::run(global, k),
         ServicesCommand::Deploy(a) => match a.target {
             Target::Local => local::deploy(global, &a),
-            Target::Kubernetes => bail!("--target kubernetes is not available yet"),
+            Target::Kubernetes => kubernetes::deploy(global, &a),
         },
         ServicesCommand::List(a) => local::list(global, &a),
         ServicesCommand::Show(a) => {
-            let record = local_record(global, &a.name)?;
-            local::show(global, &record, a.json)
+            let record = global.registry()?.get_deployment(&a.name)?;
+            if record.target == "kubernetes" {
+                return kubernetes::show(&record, &a);
+            }
+            local::show(global, &local_record(global, &a.name)?, a.json)
         }
         ServicesCommand::Logs(a) => {
             let record = local_record(global, &a.name)?;
             local::logs(global, &record, &a)
         }
         ServicesCommand::Wait(a) => {
-            let record = local_record(global, &a.name)?;
-            local::wait(global, &record, &a)
+            let record = global.registry()?.get_deployment(&a.name)?;
+            if record.target == "kubernetes" {
+                return kubernetes::wait(global, &record, &a);
+            }
+            local::wait(global, &local_record(global, &a.name)?, &a)
         }
         ServicesCommand::Delete(a) => {
-            let record = local_record(global, &a.name)?;
-            local::delete(global, &record, a.json)
+            let record = global.registry()?.get_deployment(&a.name)?;
+            if record.target == "kubernetes" {
+                return kubernetes::delete(global, &record, a.json);
+            }
+            local::delete(global, &local_record(global, &a.name)?, a.json)
         }
         ServicesCommand::Supervise(a) => local::supervise(global, &a.name),
     }
@@ -185,6 +221,11 @@ pub fn stop_dependents(
             "local" => {
                 for line in local::stop_and_clean(&home, d)? {
                     eprintln!("{}: {line}", d.name);
+                }
+            }
+            "kubernetes" => {
+                for o in kubernetes::remove_objects(d)? {
+                    eprintln!("{}: deleted {o}", d.name);
                 }
             }
             other => eprintln!(

@@ -309,3 +309,77 @@ fn wait_reports_a_failing_server_and_a_dead_supervisor_reads_failed() {
     );
     assert!(!h.path().join("deployments/broken").exists());
 }
+
+/// Clean-up order: a model used by an image, and an image used by a
+/// service, are not deleted without `--force` (the refusal names the
+/// dependents, and nothing changes); `models delete --force` stops the
+/// service and removes deployment, image and model; afterwards the blob
+/// store is empty and `registry check` is clean.
+#[test]
+fn deletes_refuse_dependents_and_force_cascades_to_an_empty_store() {
+    let h = Home::new();
+    let _leftovers = KillLeftovers(&h);
+    let image = image(&h);
+    let v = h.json(&[
+        "services", "deploy", "edge", "--image", &image, "--target", "local", "--json",
+    ]);
+    let grpc_port = port_of(v["scoring_uri"].as_str().unwrap());
+    h.ok(&["services", "wait", "edge", "--timeout", "120"]);
+    let supervisor = show(&h, "edge")["pid"].as_u64().unwrap();
+
+    let err = h.fails(&["images", "delete", "shuffle-img"]);
+    assert!(err.contains("edge") && err.contains("--force"), "{err}");
+    let err = h.fails(&["models", "delete", "shuffle"]);
+    assert!(
+        err.contains("shuffle-img:1") && err.contains("edge") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        show(&h, "edge")["state"],
+        "running",
+        "refusals changed nothing"
+    );
+
+    let out = h.json(&["models", "delete", "shuffle", "--force", "--json"]);
+    let deleted: Vec<&str> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(deleted.iter().any(|d| d.contains("edge")), "{deleted:?}");
+    assert!(
+        deleted.iter().any(|d| d.contains("shuffle-img:1")),
+        "{deleted:?}"
+    );
+    assert!(
+        deleted.iter().any(|d| d.contains("shuffle:1")),
+        "{deleted:?}"
+    );
+    let pos = |needle: &str| deleted.iter().position(|d| d.contains(needle)).unwrap();
+    assert!(pos("edge") < pos("shuffle-img:1") && pos("shuffle-img:1") < pos("shuffle:1"));
+
+    // The service is stopped and its port free; nothing is left.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gone(supervisor) {
+        assert!(
+            Instant::now() < deadline,
+            "supervisor {supervisor} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::net::TcpListener::bind(("127.0.0.1", grpc_port)).is_ok());
+    assert_eq!(
+        h.json(&["services", "list", "--json"]),
+        serde_json::json!([])
+    );
+    assert_eq!(h.json(&["images", "list", "--json"]), serde_json::json!([]));
+    assert_eq!(h.listing(), serde_json::json!([]));
+    let blobs: Vec<_> = std::fs::read_dir(h.path().join("blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(blobs.is_empty(), "blobs left: {blobs:?}");
+    // `registry check` exits non-zero unless the registry is consistent.
+    let check = h.json(&["registry", "check", "--json"]);
+    assert_eq!(check["orphan_blobs"], serde_json::json!([]), "{check:#}");
+}

@@ -197,10 +197,19 @@ fn image_passes_skopeo_and_umoci_and_its_rootfs_serves() {
     assert!(rootfs.join(ort.trim_start_matches('/')).is_file(), "{ort}");
 
     // The unpacked root filesystem serves: chroot into it as the image's
-    // user, with the image's environment (ports 0: any free ones).
-    let mut cmd = Command::new("chroot");
-    cmd.arg("--userspec=10001:10001")
-        .arg(&rootfs)
+    // user, with the image's environment (ports 0: any free ones). Not
+    // root: in a user namespace where we are root (then as that root).
+    let root = run_ok(Command::new("id").arg("-u")).trim() == "0";
+    let mut cmd = if root {
+        let mut c = Command::new("chroot");
+        c.arg("--userspec=10001:10001");
+        c
+    } else {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "chroot"]);
+        c
+    };
+    cmd.arg(&rootfs)
         .args(
             process["args"]
                 .as_array()

@@ -3,6 +3,7 @@
 //! when the model wants it, and the model as a bundle; built in this
 //! process, without a container daemon, into the registry's blob store.
 
+use super::models::parse_kv;
 use crate::bundle::write_bundle;
 use crate::context::GlobalArgs;
 use crate::output::print_json;
@@ -147,13 +148,6 @@ pub struct ExportArgs {
     /// Archive format.
     #[arg(long, value_enum, default_value = "oci")]
     pub format: ArchiveFormat,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected key=value, got {s:?}")),
-    }
 }
 
 /// Dispatches an images subcommand.
@@ -549,11 +543,12 @@ fn push(global: &GlobalArgs, a: PushArgs) -> anyhow::Result<()> {
     let source = RegistrySource {
         registry: &registry,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime.block_on(oci::push(&source, &manifest, &a.destination, &options))?;
+    let report = crate::output::current_thread_runtime()?.block_on(oci::push(
+        &source,
+        &manifest,
+        &a.destination,
+        &options,
+    ))?;
     registry.add_image_location(&image, &report.reference, report.digest.as_ref())?;
     if a.json {
         return print_json(&serde_json::json!({

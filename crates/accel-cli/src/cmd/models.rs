@@ -147,7 +147,8 @@ pub struct DeleteArgs {
     pub json: bool,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+/// Parses a `key=value` flag (tags, properties).
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got {s:?}")),

@@ -190,14 +190,6 @@ fn run_recorded(global: &GlobalArgs, a: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-fn status_text(s: OperationStatus) -> &'static str {
-    match s {
-        OperationStatus::Running => "running",
-        OperationStatus::Succeeded => "succeeded",
-        OperationStatus::Failed => "failed",
-    }
-}
-
 fn summary(op: &OperationRecord) -> String {
     match op.status {
         OperationStatus::Running => op.progress.clone().unwrap_or_default(),
@@ -226,7 +218,7 @@ fn list(global: &GlobalArgs, a: ListArgs) -> anyhow::Result<()> {
             "{:<22} {:<8} {:<10} {:<20} {}",
             op.id,
             op.kind,
-            status_text(op.status),
+            op.status.as_str(),
             op.started,
             summary(op)
         );
@@ -237,7 +229,7 @@ fn list(global: &GlobalArgs, a: ListArgs) -> anyhow::Result<()> {
 fn print_op(op: &OperationRecord) {
     println!("operation: {}", op.id);
     println!("kind:      {}", op.kind);
-    println!("status:    {}", status_text(op.status));
+    println!("status:    {}", op.status.as_str());
     println!("started:   {}", op.started);
     if let Some(f) = &op.finished {
         println!("finished:  {f}");

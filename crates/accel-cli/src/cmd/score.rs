@@ -87,9 +87,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             ))
         })
         .collect::<anyhow::Result<_>>()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::output::current_thread_runtime()?;
     let _guard = runtime.enter();
     let client = Client::connect(ClientOptions {
         address: a.address.clone(),

@@ -15,13 +15,6 @@ use accel_server::auth::ApiKey;
 use anyhow::{bail, Context};
 use std::time::Duration;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 fn connect_options(a: &DeployArgs) -> ConnectOptions {
     ConnectOptions {
         kubeconfig: a.kubeconfig.clone(),
@@ -108,7 +101,7 @@ pub fn deploy(global: &GlobalArgs, a: &DeployArgs) -> anyhow::Result<()> {
         bail!("applying to a cluster records the deployment: give --image NAME[:V] (the registry image behind --image-ref), or use --dry-run");
     };
     // The namespace is the flag's, else the kubeconfig context's.
-    let rt = runtime()?;
+    let rt = crate::output::current_thread_runtime()?;
     let target = rt.block_on(kube::connect(&connect_options(a)))?;
     d.namespace = target.namespace.clone();
     let objects = kube::manifests(&d)?;
@@ -184,7 +177,7 @@ pub fn deploy(global: &GlobalArgs, a: &DeployArgs) -> anyhow::Result<()> {
 /// `accel services wait NAME` for a Kubernetes deployment.
 pub fn wait(global: &GlobalArgs, record: &DeploymentRecord, a: &WaitArgs) -> anyhow::Result<()> {
     let opts = options_of(record);
-    let waited = runtime()?.block_on(async {
+    let waited = crate::output::current_thread_runtime()?.block_on(async {
         let target = kube::connect(&opts).await?;
         kube::wait(
             &target.client,
@@ -271,7 +264,7 @@ pub fn delete(global: &GlobalArgs, record: &DeploymentRecord, json: bool) -> any
 /// record stays. Returns `Kind/name` of each.
 pub fn remove_objects(record: &DeploymentRecord) -> anyhow::Result<Vec<String>> {
     let opts = options_of(record);
-    let deleted = runtime()?.block_on(async {
+    let deleted = crate::output::current_thread_runtime()?.block_on(async {
         let target = kube::connect(&opts).await?;
         kube::delete(&target.client, &target.namespace, &record.name).await
     })?;

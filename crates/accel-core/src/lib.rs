@@ -4,6 +4,7 @@
 //! This crate does no I/O. Every other crate depends on it; it depends on none of them.
 #![deny(missing_docs)]
 
+pub mod detection;
 pub mod error;
 pub mod name;
 pub mod spec;

@@ -139,6 +139,11 @@ pub struct PipelineSpec {
     /// Class labels, if any.
     #[serde(default)]
     pub labels: Option<LabelsRef>,
+    /// Detection postprocessing. When set, the pipeline answers with
+    /// `detection_boxes`, `detection_classes`, `detection_scores` and
+    /// `num_detections` (plus any `outputs` listed explicitly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<crate::detection::SsdSpec>,
 }
 
 fn default_top_k() -> usize {
@@ -214,6 +219,7 @@ impl Preset {
             }],
             top_k: 5,
             labels: None,
+            detection: None,
         }
     }
 }
@@ -277,6 +283,9 @@ impl PipelineSpec {
         }
         if self.top_k == 0 {
             return bad("top_k must be at least 1");
+        }
+        if let Some(d) = &self.detection {
+            d.validate()?;
         }
         Ok(())
     }

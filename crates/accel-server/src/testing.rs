@@ -56,6 +56,7 @@ pub(crate) fn core(warm: bool) -> Arc<RequestCore> {
         }],
         top_k: 5,
         labels: None,
+        detection: None,
     };
     let pipeline = CompiledPipeline::new(Box::new(plan), spec, None, Limits::default()).unwrap();
     let service = Service {

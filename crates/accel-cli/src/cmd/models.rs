@@ -214,6 +214,7 @@ fn requested_spec(a: &RegisterArgs) -> anyhow::Result<PipelineSpec> {
             outputs: vec![],
             top_k: 5,
             labels: None,
+            detection: None,
         }
     };
     if let Some(pre) = spec.preprocess.as_mut() {

@@ -53,6 +53,11 @@ enum Command {
     /// Manage services (API keys).
     #[command(subcommand)]
     Services(cmd::services::ServicesCommand),
+    /// The model zoo: list the catalog, download (checked) and register models.
+    #[command(subcommand)]
+    Zoo(cmd::zoo::ZooCommand),
+    /// Train a new classifier head on a featurizer's features (transfer learning).
+    Train(cmd::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,8 @@ fn main() -> ExitCode {
         Command::Operations(c) => cmd::operations::run(&cli.global, c),
         Command::Images(c) => cmd::images::run(&cli.global, c),
         Command::Services(c) => cmd::services::run(&cli.global, c),
+        Command::Zoo(c) => cmd::zoo::run(&cli.global, c),
+        Command::Train(a) => cmd::train::run(&cli.global, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,12 @@ mod convert;
 mod images;
 #[path = "cli/services.rs"]
 mod services;
+#[path = "cli/train.rs"]
+mod train;
+#[path = "cli/zoo.rs"]
+mod zoo;
+#[path = "cli/detect.rs"]
+mod detect;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -13,3 +13,5 @@ pub mod registry;
 pub mod score;
 pub mod serve;
 pub mod services;
+pub mod train;
+pub mod zoo;

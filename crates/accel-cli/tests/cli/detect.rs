@@ -1,0 +1,1 @@
+//! CLI tests: detect (issue 7).

@@ -1,0 +1,1 @@
+//! CLI tests: zoo (issue 7).

@@ -119,6 +119,8 @@ pub(crate) fn read_unverified(dir: &Path) -> anyhow::Result<Bundle> {
         .with_context(|| format!("{} is not a model bundle", dir.display()))?;
     let record: ModelRecord = serde_json::from_slice(&json)
         .with_context(|| format!("{} is not a model record", json_path.display()))?;
+    check_record(&record)
+        .with_context(|| format!("{} is not a model record", json_path.display()))?;
     let model_path = dir.join(MODEL_FILE);
     let model = std::fs::read(&model_path)
         .with_context(|| format!("cannot read {}", model_path.display()))?;
@@ -164,6 +166,29 @@ pub(crate) fn read_unverified(dir: &Path) -> anyhow::Result<Bundle> {
         model,
         labels,
     })
+}
+
+/// A bundle is input: its record's strings must be what the registry would
+/// have written before any of them is used. The model's sha256 names a file
+/// (the optimized-model cache's `<sha256>-<engine>-<cpu>.onnx`), so a
+/// "hash" such as `../../x` would be a path out of `ACCEL_HOME`; the name
+/// becomes the service name.
+fn check_record(record: &ModelRecord) -> anyhow::Result<()> {
+    let is_sha256 =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    accel_core::name::validate_name(&record.name)?;
+    if !is_sha256(&record.sha256) {
+        bail!("sha256 {:?} is not 64 lower-case hex digits", record.sha256);
+    }
+    if let Some(labels) = &record.spec.labels {
+        if !is_sha256(&labels.sha256) {
+            bail!(
+                "labels sha256 {:?} is not 64 lower-case hex digits",
+                labels.sha256
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The error for a `model.onnx` whose sha256 is `digest`, not the record's.

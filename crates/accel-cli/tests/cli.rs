@@ -5,16 +5,18 @@
 mod bundle;
 #[path = "cli/convert.rs"]
 mod convert;
+#[path = "cli/detect.rs"]
+mod detect;
 #[path = "cli/images.rs"]
 mod images;
+#[path = "cli/security.rs"]
+mod security;
 #[path = "cli/services.rs"]
 mod services;
 #[path = "cli/train.rs"]
 mod train;
 #[path = "cli/zoo.rs"]
 mod zoo;
-#[path = "cli/detect.rs"]
-mod detect;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

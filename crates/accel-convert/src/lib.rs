@@ -11,14 +11,17 @@ pub mod error;
 
 pub use error::ConvertError;
 pub mod calibrate;
+pub mod compose;
 pub mod convert;
 pub mod evaluate;
+pub mod features;
 pub mod graph;
 pub mod inputs;
 pub mod opset;
 pub mod quantize;
 pub mod report;
 pub mod select;
+pub mod train;
 
 pub use convert::{convert, ConvertRequest, Converted, Engines, Progress, Silent};
 pub use report::Report;

@@ -13,3 +13,5 @@ mod common;
 mod graph_opset;
 #[path = "convert/quantize.rs"]
 mod quantize;
+#[path = "convert/transfer.rs"]
+mod transfer;

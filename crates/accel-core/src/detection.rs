@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SsdLayer {
-    /// Model output with the class scores, shape `[N, H, W, A, C]`
+    /// Model output with the class scores (empty in a preset: matched to
+    /// the model's outputs by their sizes when the model is registered), shape `[N, H, W, A, C]`
     /// (or `[N, H·W·A, C]`, or `[N, H·W·A·C]`: only the element order matters).
     pub scores: String,
     /// Model output with the box offsets, shape `[N, H, W, A, 4]` (same rule).
@@ -196,7 +197,8 @@ impl SsdSpec {
             }
         }
         for (i, l) in self.layers.iter().enumerate() {
-            if l.scores.is_empty() || l.boxes.is_empty() {
+            // Both empty: matched to the model's outputs by size at registration.
+            if l.scores.is_empty() != l.boxes.is_empty() {
                 return bad(format!("layer {i} needs both a scores and a boxes output"));
             }
             if l.feature_size.contains(&0) || l.feature_size.iter().any(|d| *d > 4096) {
@@ -237,9 +239,8 @@ mod tests {
 
     #[test]
     fn the_seed_layout_has_8432_anchors() {
-        let names: Vec<(String, String)> = (0..6)
-            .map(|i| (format!("c{i}"), format!("b{i}")))
-            .collect();
+        let names: Vec<(String, String)> =
+            (0..6).map(|i| (format!("c{i}"), format!("b{i}"))).collect();
         let spec = SsdSpec::ssd_vgg_300(&names);
         spec.validate().unwrap();
         // 37²·4 + 19²·6 + 10²·6 + 5²·6 + 3²·4 + 1·4
@@ -248,9 +249,8 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_problem() {
-        let names: Vec<(String, String)> = (0..6)
-            .map(|i| (format!("c{i}"), format!("b{i}")))
-            .collect();
+        let names: Vec<(String, String)> =
+            (0..6).map(|i| (format!("c{i}"), format!("b{i}"))).collect();
         let mut spec = SsdSpec::ssd_vgg_300(&names);
         spec.layers[2].sizes.clear();
         assert!(spec.validate().unwrap_err().to_string().contains("layer 2"));

@@ -159,6 +159,11 @@ pub enum Preset {
     /// Azure ML Hardware Accelerated Models (`preprocess_array`): shorter side
     /// 256, crop 224, 0..255 minus 123.68/116.779/103.939, no std, RGB, NHWC.
     AzuremlAccel,
+    /// The seed's SSD-VGG 300 detector: plain resize to 300×300, 0..255 minus
+    /// the VGG means R 123, G 117, B 104, RGB, NHWC; SSD postprocessing with
+    /// the seed's anchors (21 VOC classes). The head outputs are matched to
+    /// the layers by their sizes when the model is registered.
+    SsdVgg300,
 }
 
 impl std::str::FromStr for Preset {
@@ -167,8 +172,9 @@ impl std::str::FromStr for Preset {
         match s {
             "torchvision" => Ok(Preset::Torchvision),
             "azureml-accel" => Ok(Preset::AzuremlAccel),
+            "ssd-vgg-300" => Ok(Preset::SsdVgg300),
             other => Err(CoreError::Spec(format!(
-                "unknown preset {other:?} (expected torchvision or azureml-accel)"
+                "unknown preset {other:?} (expected torchvision, azureml-accel or ssd-vgg-300)"
             ))),
         }
     }
@@ -178,6 +184,9 @@ impl Preset {
     /// The pipeline this preset stands for. Input and output names are left
     /// empty: they are filled from the model when it is registered.
     pub fn spec(self) -> PipelineSpec {
+        if self == Preset::SsdVgg300 {
+            return ssd_vgg_300_spec();
+        }
         let resize = Resize::ShorterSideCenterCrop {
             shorter_side: 256,
             crop_width: 224,
@@ -195,7 +204,7 @@ impl Preset {
                 },
                 true,
             ),
-            Preset::AzuremlAccel => (
+            Preset::AzuremlAccel | Preset::SsdVgg300 => (
                 Preprocess {
                     resize,
                     channel_order: ChannelOrder::Rgb,
@@ -221,6 +230,29 @@ impl Preset {
             labels: None,
             detection: None,
         }
+    }
+}
+
+fn ssd_vgg_300_spec() -> PipelineSpec {
+    PipelineSpec {
+        input_kind: InputKind::EncodedImages,
+        input_name: String::new(),
+        input_aliases: vec!["images".into()],
+        preprocess: Some(Preprocess {
+            resize: Resize::Plain {
+                width: 300,
+                height: 300,
+            },
+            channel_order: ChannelOrder::Rgb,
+            scale: 1.0,
+            mean: [123.0, 117.0, 104.0],
+            std: [1.0, 1.0, 1.0],
+            layout: Layout::Nhwc,
+        }),
+        outputs: vec![],
+        top_k: 5,
+        labels: None,
+        detection: Some(crate::detection::SsdSpec::ssd_vgg_300(&[])),
     }
 }
 
@@ -307,7 +339,7 @@ mod tests {
 
     #[test]
     fn presets_round_trip_through_toml_and_json() {
-        for preset in [Preset::Torchvision, Preset::AzuremlAccel] {
+        for preset in [Preset::Torchvision, Preset::AzuremlAccel, Preset::SsdVgg300] {
             let spec = preset.spec();
             spec.validate().unwrap();
             assert_eq!(PipelineSpec::parse(&spec.to_toml()).unwrap(), spec);

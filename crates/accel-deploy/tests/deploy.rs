@@ -9,3 +9,6 @@ mod oci;
 
 #[path = "deploy/kube.rs"]
 mod kube;
+
+#[path = "deploy/paths.rs"]
+mod paths;

@@ -7,6 +7,8 @@ mod deployments;
 mod images;
 #[path = "registry/operations.rs"]
 mod operations;
+#[path = "registry/paths.rs"]
+mod paths;
 #[path = "registry/reports.rs"]
 mod reports;
 

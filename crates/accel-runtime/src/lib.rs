@@ -6,6 +6,7 @@
 //! timings) on its own stack.
 #![deny(missing_docs)]
 
+pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod image;

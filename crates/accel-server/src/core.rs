@@ -312,7 +312,7 @@ fn select_outputs(
     service: &Service,
     filter: &[String],
 ) -> Result<Vec<(String, usize)>, ServeError> {
-    let outputs = &service.pipeline.spec().outputs;
+    let outputs = service.pipeline.output_infos();
     if filter.is_empty() {
         return Ok(outputs
             .iter()

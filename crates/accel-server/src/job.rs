@@ -8,7 +8,7 @@ use crate::core::{deadline_exceeded, Input, Service};
 use crate::error::ServeError;
 use crate::executor::Executor;
 use crate::metrics::StageTimes;
-use accel_runtime::pipeline::NamedOutput;
+use accel_runtime::pipeline::{Batch, NamedOutput};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -80,9 +80,9 @@ impl Job {
     }
 
     /// Decodes and preprocesses the request's images into the model's input.
-    fn preprocess(&self, images: &[Vec<u8>]) -> Result<accel_core::Tensor, ServeError> {
+    fn preprocess(&self, images: &[Vec<u8>]) -> Result<Batch, ServeError> {
         let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-        Ok(self.service.pipeline.preprocess(&refs)?)
+        Ok(self.service.pipeline.preprocess_batch(&refs)?)
     }
 
     /// Both stages on an engine worker.
@@ -93,7 +93,10 @@ impl Job {
         }
         let tensor = match input {
             Input::Images(images) => self.preprocess(&images),
-            Input::Tensor(t) => Ok(t),
+            Input::Tensor(tensor) => Ok(Batch {
+                tensor,
+                sources: vec![],
+            }),
         };
         let tensor = match tensor {
             Ok(t) => t,
@@ -110,7 +113,7 @@ impl Job {
     /// The engine stage.
     fn run_tensor(
         self,
-        tensor: accel_core::Tensor,
+        tensor: Batch,
         started: Instant,
         queue_wait: Duration,
         preprocess: Duration,
@@ -121,7 +124,7 @@ impl Job {
         let result = self
             .service
             .pipeline
-            .infer(&tensor)
+            .infer_batch(&tensor)
             .map_err(ServeError::from);
         let times = StageTimes {
             queue_wait,

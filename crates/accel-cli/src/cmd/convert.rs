@@ -97,10 +97,10 @@ pub struct ConvertOutcome {
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
-struct Bar(indicatif::ProgressBar);
+pub(crate) struct Bar(indicatif::ProgressBar);
 
 impl Bar {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template(

@@ -45,6 +45,9 @@ pub enum PresetArg {
     Torchvision,
     /// The Azure ML accelerated models' preprocess_array: 0..255 minus means, NHWC.
     AzuremlAccel,
+    /// The seed's SSD-VGG 300 detector: 300×300, VGG means, NHWC, SSD boxes.
+    #[value(name = "ssd-vgg-300")]
+    SsdVgg300,
 }
 
 impl From<PresetArg> for Preset {
@@ -52,6 +55,7 @@ impl From<PresetArg> for Preset {
         match p {
             PresetArg::Torchvision => Preset::Torchvision,
             PresetArg::AzuremlAccel => Preset::AzuremlAccel,
+            PresetArg::SsdVgg300 => Preset::SsdVgg300,
         }
     }
 }
@@ -248,6 +252,19 @@ fn requested_spec(a: &RegisterArgs) -> anyhow::Result<PipelineSpec> {
 }
 
 fn register(global: &GlobalArgs, a: RegisterArgs) -> anyhow::Result<()> {
+    let json = a.json;
+    let record = register_record(global, a)?;
+    if json {
+        print_json(&record)
+    } else {
+        println!("{}", record.reference());
+        Ok(())
+    }
+}
+
+/// Registers what `accel models register` was given (without printing);
+/// `accel zoo pull --register` comes through here too.
+pub(crate) fn register_record(global: &GlobalArgs, a: RegisterArgs) -> anyhow::Result<ModelRecord> {
     accel_core::name::validate_name(&a.name)?;
     // Everything is checked before the registry is touched.
     let bytes =
@@ -257,7 +274,7 @@ fn register(global: &GlobalArgs, a: RegisterArgs) -> anyhow::Result<()> {
     let spec = resolve_spec(requested_spec(&a)?, &io)?;
     let labels = a.labels.as_deref().map(read_labels).transpose()?;
     let registry = global.registry()?;
-    let record = registry.register_model(NewModel {
+    Ok(registry.register_model(NewModel {
         name: a.name,
         model_file: a.path,
         description: a.description,
@@ -268,13 +285,7 @@ fn register(global: &GlobalArgs, a: RegisterArgs) -> anyhow::Result<()> {
         spec,
         labels,
         report: None,
-    })?;
-    if a.json {
-        print_json(&record)
-    } else {
-        println!("{}", record.reference());
-        Ok(())
-    }
+    })?)
 }
 
 fn list(global: &GlobalArgs, a: ListArgs) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use super::load::{load_model, LoadRequest, ModelSource};
 use crate::context::GlobalArgs;
 use crate::output::print_json;
 use accel_runtime::engine::EngineChoice;
-use accel_runtime::pipeline::{ImageResult, Timings};
+use accel_runtime::pipeline::{DetectedObject, ImageResult, Timings};
 use accel_runtime::Limits;
 use anyhow::Context;
 use clap::Args;
@@ -25,7 +25,7 @@ pub struct PredictArgs {
     /// Intra-op threads (0 = all cores).
     #[arg(long, env = "ACCEL_THREADS", default_value_t = 0)]
     pub threads: usize,
-    /// How many classes to print.
+    /// How many classes (or, for a detector, detections) to print.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// Largest accepted image, in pixels.
@@ -54,8 +54,12 @@ pub struct PredictReport {
 pub struct ImageReport {
     /// The file.
     pub image: String,
-    /// Top-k classes.
-    pub top: Vec<accel_runtime::pipeline::ClassScore>,
+    /// Top-k classes (classifiers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top: Option<Vec<accel_runtime::pipeline::ClassScore>>,
+    /// Objects found, best first (detectors): at most --top of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detections: Option<Vec<DetectedObject>>,
     /// Stage timings.
     pub timings_ms: Timings,
 }
@@ -99,15 +103,33 @@ pub fn run(global: &GlobalArgs, a: PredictArgs) -> anyhow::Result<()> {
     }
     let mut results = Vec::new();
     for (path, bytes) in &files {
-        let (mut r, timings): (Vec<ImageResult>, Timings) = loaded
-            .pipeline
-            .classify(&[bytes.as_slice()], a.top)
-            .with_context(|| format!("{}", path.display()))?;
-        results.push(ImageReport {
-            image: path.display().to_string(),
-            top: r.remove(0).top,
-            timings_ms: timings,
-        });
+        let image = path.display().to_string();
+        let report = if loaded.pipeline.detects() {
+            let (mut found, timings) = loaded
+                .pipeline
+                .detect(&[bytes.as_slice()])
+                .with_context(|| image.clone())?;
+            let mut found = found.remove(0);
+            found.truncate(a.top);
+            ImageReport {
+                image,
+                top: None,
+                detections: Some(found),
+                timings_ms: timings,
+            }
+        } else {
+            let (mut r, timings): (Vec<ImageResult>, Timings) = loaded
+                .pipeline
+                .classify(&[bytes.as_slice()], a.top)
+                .with_context(|| image.clone())?;
+            ImageReport {
+                image,
+                top: Some(r.remove(0).top),
+                detections: None,
+                timings_ms: timings,
+            }
+        };
+        results.push(report);
     }
     let report = PredictReport {
         model: loaded.record.reference(),
@@ -131,13 +153,31 @@ pub fn run(global: &GlobalArgs, a: PredictArgs) -> anyhow::Result<()> {
 /// Prints one image's top-k and timings.
 pub fn print_image(r: &ImageReport) {
     println!("{}", r.image);
-    for c in &r.top {
+    for c in r.top.iter().flatten() {
         println!(
             "  {:>5}  {:<28} {:.4}",
             c.index,
             c.label.as_deref().unwrap_or("-"),
             c.score
         );
+    }
+    if let Some(found) = &r.detections {
+        if found.is_empty() {
+            println!("  no detections above the score threshold");
+        }
+        for d in found {
+            let [y0, x0, y1, x1] = d.bbox;
+            println!(
+                "  {:>5}  {:<16} {:.4}  box x {:.1}..{:.1} y {:.1}..{:.1}",
+                d.class,
+                d.label.as_deref().unwrap_or("-"),
+                d.score,
+                x0,
+                x1,
+                y0,
+                y1
+            );
+        }
     }
     println!(
         "  decode+preprocess {:.2} ms, inference {:.2} ms",

@@ -118,7 +118,8 @@ pub fn run(global: &GlobalArgs, a: QuickstartArgs) -> anyhow::Result<()> {
         end_to_end.push(total(&timings));
         print_image(&ImageReport {
             image: (*name).to_string(),
-            top: results.remove(0).top,
+            top: Some(results.remove(0).top),
+            detections: None,
             timings_ms: timings,
         });
     }

@@ -56,7 +56,20 @@ pub struct OptimizedCache {
 }
 
 impl OptimizedCache {
+    /// Whether `model_sha256` is 64 lower-case hex digits, so that the file
+    /// names made from it stay in `dir`. An engine caches nothing for a
+    /// cache that is not (a hash read from a hostile bundle, `../../x`,
+    /// would otherwise be a path out of the cache directory).
+    pub fn is_valid(&self) -> bool {
+        self.model_sha256.len() == 64
+            && self
+                .model_sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
     /// The cache file for this model on `engine` (its version string).
+    /// Check [`is_valid`](Self::is_valid) first.
     pub fn path(&self, engine: &str, ext: &str) -> std::path::PathBuf {
         self.dir.join(format!(
             "{}-{engine}-{}.{ext}",
@@ -197,5 +210,27 @@ pub fn select_backend(
                 Some(format!("using tract: {e}")),
             )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sha256_makes_a_cache_file_name() {
+        let cache = |sha: &str| OptimizedCache {
+            dir: "/cache".into(),
+            model_sha256: sha.into(),
+        };
+        let good = cache(&"0a".repeat(32));
+        assert!(good.is_valid());
+        assert_eq!(
+            good.path("ort1", "onnx").parent().unwrap(),
+            std::path::Path::new("/cache")
+        );
+        for bad in ["", "../../escape", "/abs", &"A".repeat(64), &"0".repeat(63)] {
+            assert!(!cache(bad).is_valid(), "{bad:?}");
+        }
     }
 }

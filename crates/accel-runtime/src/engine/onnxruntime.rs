@@ -209,7 +209,7 @@ impl Backend for OrtBackend {
         let cached = options
             .cache
             .as_ref()
-            .filter(|_| !options.prepared)
+            .filter(|c| !options.prepared && c.is_valid())
             .map(|c| c.path(&format!("ort{}", self.version()), "onnx"));
         let session = match &cached {
             _ if options.prepared => self.session(Source::Prepared(model), options)?,

@@ -2,6 +2,7 @@
 //! turning pixels into the model's input tensor.
 
 pub mod decode;
+pub mod geometry;
 pub mod preprocess;
 
 pub use decode::{decode_rgb, RgbImage};

@@ -70,18 +70,11 @@ pub fn tensor_metadata(service: &Service) -> (Vec<TensorMeta>, Vec<TensorMeta>) 
             batch_dims(&i.shape),
         )
     };
-    let outputs = spec
-        .outputs
+    let outputs = service
+        .pipeline
+        .output_infos()
         .iter()
-        .map(|o| {
-            let m = plan
-                .outputs()
-                .iter()
-                .find(|m| m.name == o.name)
-                .or(plan.outputs().first());
-            let (dt, d) = m.map_or((DType::F32, vec![-1]), |m| (m.dtype, batch_dims(&m.shape)));
-            (o.name.clone(), kserve_dtype(dt), d)
-        })
+        .map(|o| (o.name.clone(), kserve_dtype(o.dtype), batch_dims(&o.shape)))
         .collect();
     (vec![input], outputs)
 }

@@ -99,20 +99,14 @@ pub fn signature_def(service: &Service) -> SignatureDef {
         let i = &plan.inputs()[0];
         info(&spec.input_name, i.dtype, batch_dims(&i.shape))
     };
-    let outputs = spec
-        .outputs
+    let outputs = service
+        .pipeline
+        .output_infos()
         .iter()
         .map(|o| {
-            let meta = plan
-                .outputs()
-                .iter()
-                .find(|m| m.name == o.name)
-                .or(plan.outputs().first());
-            let (dtype, d) =
-                meta.map_or((DType::F32, vec![-1]), |m| (m.dtype, batch_dims(&m.shape)));
             (
                 o.aliases.first().unwrap_or(&o.name).clone(),
-                info(&o.name, dtype, d),
+                info(&o.name, o.dtype, batch_dims(&o.shape)),
             )
         })
         .collect();

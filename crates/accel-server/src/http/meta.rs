@@ -2,7 +2,7 @@
 
 use crate::core::Service;
 use accel_core::DType;
-use accel_runtime::{EngineKind, TensorInfo};
+use accel_runtime::EngineKind;
 
 /// One tensor of a service's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,24 +49,15 @@ pub(crate) fn input(service: &Service) -> TensorDesc {
 
 /// The exposed outputs, in the spec's order.
 pub(crate) fn outputs(service: &Service) -> Vec<TensorDesc> {
-    let plan: &[TensorInfo] = service.pipeline.plan().outputs();
     service
         .pipeline
-        .spec()
-        .outputs
+        .output_infos()
         .iter()
-        .map(|o| {
-            // As the pipeline binds them: by name, or the only output.
-            let info = plan
-                .iter()
-                .find(|i| i.name == o.name)
-                .or_else(|| (plan.len() == 1).then(|| &plan[0]));
-            TensorDesc {
-                name: o.name.clone(),
-                key: o.aliases.first().unwrap_or(&o.name).clone(),
-                dtype: info.map_or(DType::F32, |i| i.dtype),
-                shape: info.map_or_else(|| vec![-1], |i| dims(&i.shape)),
-            }
+        .map(|o| TensorDesc {
+            name: o.name.clone(),
+            key: o.aliases.first().unwrap_or(&o.name).clone(),
+            dtype: o.dtype,
+            shape: dims(&o.shape),
         })
         .collect()
 }

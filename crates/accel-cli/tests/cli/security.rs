@@ -307,9 +307,17 @@ fn api_keys_never_reach_logs_errors_or_the_registry_files() {
         assert_no_secret(&log, &secrets, "serve log (trace)");
     }
 
-    // Errors of `accel serve` itself, with a key on the line or in the
-    // environment.
+    // Errors of `accel serve` itself, with a key on the line, in the
+    // environment, or on the faulty line of a config file (the TOML
+    // parser's own message would quote that line).
+    let bad_cfg = logs.path().join("bad.toml");
+    std::fs::write(
+        &bad_cfg,
+        format!("[[service]]\nmodel = \"shuffle\"\nkeys = [\"{CONFIG_KEY}\", oops]\n"),
+    )
+    .unwrap();
     for (env, args) in [
+        (None, vec!["serve", "--config", bad_cfg.to_str().unwrap()]),
         (None, vec!["serve", "--key", FLAG_KEY, "--model", "nosuch"]),
         (
             Some(ENV_KEY),
@@ -412,16 +420,16 @@ fn a_bundle_record_cannot_name_paths() {
                 .stdout(Stdio::null())
                 .output()
                 .unwrap();
-            assert!(!out.status.success(), "{field} = {value}: served");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                err.contains("is not a model record") && err.contains(needle),
-                "{field} = {value} ({engine}): {err}"
-            );
             assert_eq!(
                 tree(work.path()),
                 before,
-                "{field} = {value}: files appeared"
+                "{field} = {value} ({engine}): files appeared; {err}"
+            );
+            assert!(!out.status.success(), "{field} = {value}: served");
+            assert!(
+                err.contains("is not a model record") && err.contains(needle),
+                "{field} = {value} ({engine}): {err}"
             );
         }
     }

@@ -13,6 +13,8 @@ mod images;
 mod security;
 #[path = "cli/services.rs"]
 mod services;
+#[path = "cli/swap.rs"]
+mod swap;
 #[path = "cli/train.rs"]
 mod train;
 #[path = "cli/zoo.rs"]

@@ -13,7 +13,7 @@ use accel_core::spec::InputKind;
 use accel_core::{DType, ErrorKind, TensorData};
 use accel_runtime::CompiledPipeline;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 /// One served model.
@@ -46,13 +46,20 @@ impl Service {
     }
 }
 
+/// The service in a slot now (a poisoned lock still holds a whole `Arc`).
+fn read_slot(slot: &RwLock<Arc<Service>>) -> Arc<Service> {
+    Arc::clone(&slot.read().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// The prefix of the Azure ML routing header's value.
 pub const ROUTE_PREFIX: &str = "/api/v1/service/";
 
 /// The shared request core.
 #[derive(Debug)]
 pub struct RequestCore {
-    services: Vec<Arc<Service>>,
+    /// One slot per service; a slot's model can be replaced while serving
+    /// (requests already routed keep the `Arc` of the one they started on).
+    services: Vec<RwLock<Arc<Service>>>,
     executor: Arc<Executor>,
     preprocess: Option<Arc<Executor>>,
     metrics: Arc<Metrics>,
@@ -64,7 +71,10 @@ impl RequestCore {
     /// A core serving `services` on `executor`.
     pub fn new(services: Vec<Service>, executor: Arc<Executor>, metrics: Arc<Metrics>) -> Self {
         RequestCore {
-            services: services.into_iter().map(Arc::new).collect(),
+            services: services
+                .into_iter()
+                .map(|s| RwLock::new(Arc::new(s)))
+                .collect(),
             executor,
             preprocess: None,
             metrics,
@@ -81,9 +91,36 @@ impl RequestCore {
         self
     }
 
-    /// The services.
-    pub fn services(&self) -> &[Arc<Service>] {
-        &self.services
+    /// The services, as they are now.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.services.iter().map(read_slot).collect()
+    }
+
+    /// Puts `service` in place of the service of the same name: new
+    /// requests go to it at once, requests already routed finish on the old
+    /// one, whose model is freed when the last of them is done. The new
+    /// pipeline is warmed up first, so no request waits for it. Returns the
+    /// service it replaced.
+    pub fn replace(&self, service: Service) -> Result<Arc<Service>, ServeError> {
+        let slot = self
+            .services
+            .iter()
+            .find(|slot| read_slot(slot).name == service.name)
+            .ok_or_else(|| {
+                ServeError::not_found(format!("no service named {:?} to replace", service.name))
+            })?;
+        service.pipeline.warm_up()?;
+        let new = Arc::new(service);
+        let mut current = slot.write().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(&mut *current, new);
+        drop(current);
+        tracing::info!(
+            service = %old.name,
+            from = old.version,
+            to = read_slot(slot).version,
+            "model replaced"
+        );
+        Ok(old)
     }
 
     /// The metrics.
@@ -98,7 +135,7 @@ impl RequestCore {
 
     /// Runs one warm-up inference per service, then turns ready.
     pub fn warm_up(&self) -> Result<(), ServeError> {
-        for s in &self.services {
+        for s in self.services() {
             s.pipeline.warm_up()?;
         }
         self.ready.store(true, Ordering::Release);
@@ -126,7 +163,7 @@ impl RequestCore {
                 .trim_matches('/');
             self.by_name(name)?
         } else if let [only] = self.services.as_slice() {
-            Arc::clone(only)
+            read_slot(only)
         } else {
             return Err(ServeError::invalid(format!(
                 "this server hosts {} services; name one (model_spec.name, the model in the URL, \
@@ -148,10 +185,11 @@ impl RequestCore {
     fn by_name(&self, name: &str) -> Result<Arc<Service>, ServeError> {
         self.services
             .iter()
+            .map(read_slot)
             .find(|s| s.name == name)
-            .cloned()
             .ok_or_else(|| {
-                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                let services = self.services();
+                let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
                 ServeError::not_found(format!(
                     "no service named {name:?} (this server has: {})",
                     known.join(", ")
@@ -256,7 +294,10 @@ pub(crate) enum Input {
     Tensor(accel_core::Tensor),
 }
 
-fn validate_inputs(service: &Service, inputs: Vec<NamedInput>) -> Result<Input, ServeError> {
+pub(crate) fn validate_inputs(
+    service: &Service,
+    inputs: Vec<NamedInput>,
+) -> Result<Input, ServeError> {
     let names = service.input_names();
     let mut inputs = inputs.into_iter();
     let (Some(input), None) = (inputs.next(), inputs.next()) else {

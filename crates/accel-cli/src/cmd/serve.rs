@@ -9,6 +9,7 @@
 
 use super::load::{load_model, LoadRequest, ModelSource};
 use crate::context::GlobalArgs;
+use accel_core::name::NameRef;
 use accel_registry::Registry;
 use accel_runtime::engine::EngineChoice;
 use accel_runtime::Limits;
@@ -22,6 +23,7 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `accel serve`.
 #[derive(Debug, Args)]
@@ -93,6 +95,14 @@ pub struct ServeArgs {
     /// under load).
     #[arg(long, env = "ACCEL_ENGINE_SPIN")]
     pub engine_spin: Option<bool>,
+    /// Look for new versions every this many seconds (0 = only on SIGHUP):
+    /// a service started from a registered model without a version moves
+    /// to the model's latest version under load, as TensorFlow Serving
+    /// follows new version directories. The new version is loaded and
+    /// warmed up before it takes requests; in-flight requests finish on
+    /// the old one.
+    #[arg(long, env = "ACCEL_POLL_SECONDS", default_value_t = 0)]
+    pub poll_seconds: u64,
 }
 
 /// Parses an API key flag (kept redacted in Debug output).
@@ -241,57 +251,32 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         max_batch: a.max_batch,
         ..Limits::default()
     };
+    let load = Loader {
+        global,
+        registry: registry.clone(),
+        engine,
+        threads: a.threads,
+        spin: a.engine_spin,
+        limits,
+        keys: a.keys.clone(),
+    };
     let mut services = Vec::new();
+    let mut followed = Vec::new();
     for entry in entries {
-        let model = match &entry.bundle {
-            Some(dir) => ModelSource::Bundle(dir.clone()),
-            None => ModelSource::Registry(entry.model.parse()?),
-        };
-        let loaded = load_model(
-            global,
-            registry.as_deref(),
-            &LoadRequest {
-                model,
-                engine,
-                threads: a.threads,
-                spin: a.engine_spin,
-                limits,
-            },
-        )?;
-        if let Some(note) = &loaded.engine_note {
-            eprintln!("note: {note}");
+        let service = load.service(&entry, None)?;
+        if services.iter().any(|s: &Service| s.name == service.name) {
+            bail!("service {:?} is given twice", service.name);
         }
-        let name = entry
-            .name
-            .clone()
-            .unwrap_or_else(|| loaded.record.name.clone());
-        accel_core::name::validate_name(&name)?;
-        if services.iter().any(|s: &Service| s.name == name) {
-            bail!("service {name:?} is given twice");
-        }
-        let fixed: Vec<ApiKey> = if entry.from_flags {
-            a.keys.clone()
-        } else {
-            entry.keys.iter().map(ApiKey::new).collect()
-        };
-        let source: Option<Arc<dyn KeySource>> = match (&registry, entry.auth) {
-            (_, false) => None,
-            (Some(registry), true) => {
-                if registry.service_keys(&name)?.is_empty() {
-                    eprintln!("warning: service {name:?} requires keys but has none yet; run `accel services keys regenerate {name}`");
-                }
-                Some(Arc::new(RegistryKeys(Arc::clone(registry))))
+        if let Some(source) = entry
+            .bundle
+            .is_none()
+            .then(|| entry.model.parse::<NameRef>())
+        {
+            if source?.version.is_none() {
+                followed.push((entry, service.name.clone()));
             }
-            (None, true) => bail!("--auth for service {name:?} needs the registry"),
-        };
-        tracing::info!(service = %name, model = %loaded.record.reference(), engine = %loaded.pipeline.plan().engine(), "loaded");
-        services.push(Service {
-            keys: ServiceKeys::new(&name, &fixed, source),
-            name,
-            model_name: loaded.record.name.clone(),
-            version: loaded.record.version,
-            pipeline: Arc::new(loaded.pipeline),
-        });
+        }
+        services.push(service);
     }
     let mut core = RequestCore::new(
         services,
@@ -335,11 +320,162 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         let server = start(Arc::clone(&core), &opts).await?;
         println!("ready grpc={} http={}", server.grpc_addr, server.http_addr);
         std::io::stdout().flush()?;
-        wait_for_signal().await;
+        let interval = (a.poll_seconds > 0).then(|| Duration::from_secs(a.poll_seconds));
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = follow_versions(&load, &core, &followed, interval) => {}
+        }
         eprintln!("shutting down: draining in-flight requests");
         server.shutdown(&core).await;
         anyhow::Ok(())
     })
+}
+
+/// Loads services: what `run` needs to build one, at start or on reload.
+struct Loader<'a> {
+    global: &'a GlobalArgs,
+    registry: Option<Arc<Registry>>,
+    engine: EngineChoice,
+    threads: usize,
+    spin: Option<bool>,
+    limits: Limits,
+    /// --key values (for services given by flags).
+    keys: Vec<ApiKey>,
+}
+
+impl Loader<'_> {
+    /// Loads `entry`'s model (`version` pinned, else as the entry names it)
+    /// into a service with its keys.
+    fn service(&self, entry: &ServiceEntry, version: Option<u32>) -> anyhow::Result<Service> {
+        let model = match &entry.bundle {
+            Some(dir) => ModelSource::Bundle(dir.clone()),
+            None => {
+                let mut r: NameRef = entry.model.parse()?;
+                if version.is_some() {
+                    r.version = version;
+                }
+                ModelSource::Registry(r)
+            }
+        };
+        let loaded = load_model(
+            self.global,
+            self.registry.as_deref(),
+            &LoadRequest {
+                model,
+                engine: self.engine,
+                threads: self.threads,
+                spin: self.spin,
+                limits: self.limits,
+            },
+        )?;
+        if let Some(note) = &loaded.engine_note {
+            eprintln!("note: {note}");
+        }
+        let name = entry
+            .name
+            .clone()
+            .unwrap_or_else(|| loaded.record.name.clone());
+        accel_core::name::validate_name(&name)?;
+        let fixed: Vec<ApiKey> = if entry.from_flags {
+            self.keys.clone()
+        } else {
+            entry.keys.iter().map(ApiKey::new).collect()
+        };
+        let source: Option<Arc<dyn KeySource>> = match (&self.registry, entry.auth) {
+            (_, false) => None,
+            (Some(registry), true) => {
+                if version.is_none() && registry.service_keys(&name)?.is_empty() {
+                    eprintln!("warning: service {name:?} requires keys but has none yet; run `accel services keys regenerate {name}`");
+                }
+                Some(Arc::new(RegistryKeys(Arc::clone(registry))))
+            }
+            (None, true) => bail!("--auth for service {name:?} needs the registry"),
+        };
+        tracing::info!(service = %name, model = %loaded.record.reference(), engine = %loaded.pipeline.plan().engine(), "loaded");
+        Ok(Service {
+            keys: ServiceKeys::new(&name, &fixed, source),
+            name,
+            model_name: loaded.record.name.clone(),
+            version: loaded.record.version,
+            pipeline: Arc::new(loaded.pipeline),
+        })
+    }
+}
+
+/// Moves each followed service to its model's latest version, on SIGHUP
+/// and every `interval`. Never returns; a failed load is logged and the
+/// service keeps its version.
+async fn follow_versions(
+    load: &Loader<'_>,
+    core: &RequestCore,
+    followed: &[(ServiceEntry, String)],
+    interval: Option<Duration>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: looking for new model versions");
+            }
+            _ = async { match interval { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+        }
+        for (entry, name) in followed {
+            // Loading compiles a model: not on the async workers.
+            let outcome = tokio::task::block_in_place(|| update(load, core, entry, name));
+            if let Err(e) = outcome {
+                tracing::warn!(service = %name, error = %format!("{e:#}"), "keeping the current version");
+                eprintln!("warning: service {name:?} keeps its current version: {e:#}");
+            }
+        }
+    }
+}
+
+/// Loads the latest version of a followed service's model if it is not the
+/// one served, and swaps it in.
+fn update(
+    load: &Loader<'_>,
+    core: &RequestCore,
+    entry: &ServiceEntry,
+    name: &str,
+) -> anyhow::Result<()> {
+    let Some(registry) = &load.registry else {
+        return Ok(());
+    };
+    let latest = registry.get_model(&entry.model.parse()?)?;
+    let current = core
+        .services()
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.version);
+    if current == Some(latest.version) {
+        return Ok(());
+    }
+    let service = load.service(entry, Some(latest.version))?;
+    let old = core.replace(service)?;
+    eprintln!(
+        "service {name:?} now serves {}:{} (was version {})",
+        latest.name, latest.version, old.version
+    );
+    // Requests routed before the swap still hold the old service: wait for
+    // them (bounded), so that its memory is free when it is handed back.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(old);
+    release_freed_memory();
+    Ok(())
+}
+
+/// Hands memory freed by an unloaded model back to the system (glibc keeps
+/// freed heap in its arenas otherwise, and the process would look as if it
+/// still held the old model).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 async fn wait_for_signal() {

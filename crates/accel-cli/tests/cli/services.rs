@@ -383,3 +383,39 @@ fn deletes_refuse_dependents_and_force_cascades_to_an_empty_store() {
     let check = h.json(&["registry", "check", "--json"]);
     assert_eq!(check["orphan_blobs"], serde_json::json!([]), "{check:#}");
 }
+
+/// A delete that stops while removing the deployment's directory (killed,
+/// or an I/O error) keeps the record, so a second delete finishes the job
+/// (bench/crash.sh found a directory left with no record when the record
+/// went first).
+#[test]
+fn a_delete_that_fails_removing_the_directory_keeps_the_record() {
+    let h = Home::new();
+    let img = image(&h);
+    h.ok(&["services", "deploy", "d", "--image", &img]);
+    h.ok(&["services", "wait", "d"]);
+    // A file where the directory is: removing it as a directory fails.
+    let dir = h.path().join("deployments").join("d");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let err = h.fails(&["services", "delete", "d"]);
+    assert!(err.contains("cannot remove"), "{err}");
+    let names: Vec<Value> = h
+        .json(&["services", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [Value::from("d")],
+        "the record went before the directory"
+    );
+    std::fs::remove_file(&dir).unwrap();
+    h.ok(&["services", "delete", "d"]);
+    assert_eq!(
+        h.json(&["services", "list", "--json"]),
+        serde_json::json!([])
+    );
+}

@@ -471,7 +471,10 @@ fn stop(record: &DeploymentRecord) -> Vec<String> {
 }
 
 /// Stops a local deployment, checks its ports are released, and removes
-/// its record and directory. Returns what went.
+/// its directory, then its record. The record goes last: a delete killed
+/// (or failing) midway leaves the record, so that `accel services delete`
+/// can be run again, never a directory that no record accounts for.
+/// Returns what went.
 fn remove(
     registry: &Registry,
     home: &Path,
@@ -479,9 +482,9 @@ fn remove(
 ) -> anyhow::Result<Vec<String>> {
     let mut went = stop(record);
     went.extend(ports_released(record));
+    went.extend(remove_dir(home, &record.name)?);
     registry.delete_deployment(&record.name)?;
     went.push(format!("removed deployment record {}", record.name));
-    went.extend(remove_dir(home, &record.name)?);
     Ok(went)
 }
 

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod core;
 pub mod error;
 pub mod executor;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 mod job;

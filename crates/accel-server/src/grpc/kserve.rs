@@ -31,7 +31,7 @@ impl KserveService {
     }
 }
 
-fn target(name: &str, version: &str) -> Result<Target, ServeError> {
+pub(crate) fn target(name: &str, version: &str) -> Result<Target, ServeError> {
     let version = if version.is_empty() {
         None
     } else {
@@ -156,6 +156,34 @@ fn input_tensor(
     Tensor::new(shape, data).map_err(|e| ServeError::invalid(format!("input {name:?}: {e}")))
 }
 
+/// A ModelInfer request's inputs as Accel tensors (typed contents or
+/// `raw_input_contents`, one per input).
+pub(crate) fn infer_inputs(r: &ModelInferRequest) -> Result<Vec<NamedInput>, ServeError> {
+    if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
+        return Err(ServeError::invalid(format!(
+            "{} raw_input_contents for {} inputs",
+            r.raw_input_contents.len(),
+            r.inputs.len()
+        )));
+    }
+    r.inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| {
+            Ok(NamedInput {
+                name: inp.name.clone(),
+                tensor: input_tensor(
+                    &inp.name,
+                    &inp.datatype,
+                    &inp.shape,
+                    inp.contents.as_ref(),
+                    r.raw_input_contents.get(i),
+                )?,
+            })
+        })
+        .collect()
+}
+
 /// Raw little-endian bytes of an output, as Triton returns outputs.
 pub fn raw_output(t: &Tensor) -> Vec<u8> {
     match t.data() {
@@ -251,30 +279,7 @@ impl GrpcInferenceService for KserveService {
         let md = request.metadata().clone();
         let r = request.into_inner();
         let run = async {
-            if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
-                return Err(ServeError::invalid(format!(
-                    "{} raw_input_contents for {} inputs",
-                    r.raw_input_contents.len(),
-                    r.inputs.len()
-                )));
-            }
-            let inputs = r
-                .inputs
-                .iter()
-                .enumerate()
-                .map(|(i, inp)| {
-                    Ok(NamedInput {
-                        name: inp.name.clone(),
-                        tensor: input_tensor(
-                            &inp.name,
-                            &inp.datatype,
-                            &inp.shape,
-                            inp.contents.as_ref(),
-                            r.raw_input_contents.get(i),
-                        )?,
-                    })
-                })
-                .collect::<Result<Vec<_>, ServeError>>()?;
+            let inputs = infer_inputs(&r)?;
             self.core
                 .infer(InferRequest {
                     protocol: Protocol::KserveGrpc,

@@ -37,7 +37,7 @@ impl TfsService {
     }
 }
 
-fn target(
+pub(crate) fn target(
     spec: Option<&ModelSpec>,
     md: &tonic::metadata::MetadataMap,
 ) -> Result<Target, ServeError> {
@@ -69,6 +69,19 @@ fn target(
         }
     }
     Ok(t)
+}
+
+/// A Predict request's inputs as Accel tensors.
+pub(crate) fn predict_inputs(req: &PredictRequest) -> Result<Vec<NamedInput>, ServeError> {
+    req.inputs
+        .iter()
+        .map(|(name, p)| {
+            Ok(NamedInput {
+                name: name.clone(),
+                tensor: from_proto(name, p)?,
+            })
+        })
+        .collect()
 }
 
 fn model_spec(service: &Service) -> ModelSpec {
@@ -154,16 +167,7 @@ impl PredictionService for TfsService {
         let md = request.metadata().clone();
         let req = request.into_inner();
         let result = async {
-            let inputs = req
-                .inputs
-                .iter()
-                .map(|(name, p)| {
-                    Ok(NamedInput {
-                        name: name.clone(),
-                        tensor: from_proto(name, p)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, ServeError>>()?;
+            let inputs = predict_inputs(&req)?;
             let t = target(req.model_spec.as_ref(), &md)?;
             self.core
                 .infer(InferRequest {

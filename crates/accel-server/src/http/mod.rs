@@ -9,9 +9,9 @@
 
 mod binary;
 mod common;
-mod kserve;
+pub(crate) mod kserve;
 mod meta;
-mod tfs;
+pub(crate) mod tfs;
 mod values;
 
 use crate::core::RequestCore;

@@ -9,7 +9,9 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// Checks a model, image or service name: 1..=128 bytes of ASCII letters,
 /// digits, `-`, `_` and `.`, not starting with `.` or `-`. This rules out path
-/// separators, `..`, whitespace and control characters.
+/// separators, whitespace, control characters, and the names `.` and `..`:
+/// a valid name is always one harmless path component (inner dots, as in
+/// `a..b`, are allowed: without a separator they cannot leave a directory).
 pub fn validate_name(name: &str) -> Result<(), CoreError> {
     let bad = |reason| {
         Err(CoreError::Name {

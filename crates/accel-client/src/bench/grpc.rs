@@ -2,7 +2,8 @@
 //! `PredictionClient` sends it) and KServe v2 `ModelInfer` with a BYTES
 //! input in `raw_input_contents`. Every worker shares the client's channel.
 
-use super::{BenchPlan, BenchProtocol, Outcome, DEFAULT_KSERVE_INPUT};
+use super::tally::{Answer, Outcome};
+use super::{answer, BenchPlan, BenchProtocol, DEFAULT_KSERVE_INPUT};
 use crate::{Client, ClientError};
 use accel_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use accel_proto::inference::{model_infer_request::InferInputTensor, ModelInferRequest};
@@ -32,13 +33,19 @@ pub(super) struct GrpcTarget {
     stub: Stub,
     metadata: MetadataMap,
     timeout: Option<Duration>,
+    /// Read each answer's top-1.
+    check: bool,
 }
 
 /// One worker (a cheap handle on the shared channel).
 pub(super) struct GrpcWorker(GrpcTarget);
 
 impl GrpcTarget {
-    pub(super) fn new(client: &Client, plan: &BenchPlan) -> Result<GrpcTarget, ClientError> {
+    pub(super) fn new(
+        client: &Client,
+        plan: &BenchPlan,
+        check: bool,
+    ) -> Result<GrpcTarget, ClientError> {
         let channel = client.channel();
         let (stub, route) = match plan.protocol {
             BenchProtocol::TfsGrpc => {
@@ -75,6 +82,7 @@ impl GrpcTarget {
             stub,
             metadata: client.metadata(route)?,
             timeout: client.options().timeout,
+            check,
         })
     }
 
@@ -89,25 +97,46 @@ impl GrpcWorker {
             stub,
             metadata,
             timeout,
+            check,
         } = &mut self.0;
-        let metadata = match stub {
+        let answer = match stub {
             Stub::Tfs(stub, requests) => {
                 let req = request(requests[n % requests.len()].clone(), metadata, *timeout);
-                stub.predict(req).await.map(|r| r.metadata().clone())
+                stub.predict(req).await.map(|r| {
+                    let top1 = if *check {
+                        answer::tfs_top1(r.get_ref())
+                    } else {
+                        None
+                    };
+                    (server_timing(r.metadata()), top1)
+                })
             }
             Stub::Kserve(stub, requests) => {
                 let req = request(requests[n % requests.len()].clone(), metadata, *timeout);
-                stub.model_infer(req).await.map(|r| r.metadata().clone())
+                stub.model_infer(req).await.map(|r| {
+                    let top1 = if *check {
+                        answer::kserve_top1(r.get_ref())
+                    } else {
+                        None
+                    };
+                    (server_timing(r.metadata()), top1)
+                })
             }
         };
-        match metadata {
-            Ok(md) => Ok(md
-                .get("server-timing")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)),
+        match answer {
+            Ok((server_timing, top1)) => Ok(Answer {
+                server_timing,
+                top1,
+            }),
             Err(status) => Err(format!("{:?}", status.code())),
         }
     }
+}
+
+fn server_timing(md: &MetadataMap) -> Option<String> {
+    md.get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn request<T>(message: T, metadata: &MetadataMap, timeout: Option<Duration>) -> tonic::Request<T> {

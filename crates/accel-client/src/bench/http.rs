@@ -10,7 +10,8 @@
 //! - TF Serving REST: `{"instances": [{"b64": "..."}]}` (or
 //!   `[{INPUT: {"b64": "..."}}]` when an input name is given).
 
-use super::{BenchPlan, BenchProtocol, Outcome, DEFAULT_KSERVE_INPUT};
+use super::tally::{Answer, Outcome};
+use super::{answer, BenchPlan, BenchProtocol, DEFAULT_KSERVE_INPUT};
 use crate::{Client, ClientError};
 use base64::Engine;
 use bytes::Bytes;
@@ -48,10 +49,16 @@ pub(super) struct HttpTarget {
     headers: HeaderMap,
     bodies: Vec<Body>,
     timeout: Option<Duration>,
+    /// Read each answer's top-1.
+    check: bool,
 }
 
 impl HttpTarget {
-    pub(super) fn new(client: &Client, plan: &BenchPlan) -> Result<HttpTarget, ClientError> {
+    pub(super) fn new(
+        client: &Client,
+        plan: &BenchPlan,
+        check: bool,
+    ) -> Result<HttpTarget, ClientError> {
         let opts = client.options();
         let service = &opts.service;
         let mut headers = HeaderMap::new();
@@ -112,6 +119,7 @@ impl HttpTarget {
             headers,
             bodies,
             timeout: opts.timeout,
+            check,
         })
     }
 
@@ -222,7 +230,8 @@ fn tfs_body(input: Option<&str>, image: &[u8]) -> Body {
     }
 }
 
-/// One closed-loop worker and its connection.
+/// One worker and its connection (a closed-loop worker, or an idle
+/// connection of the open loop).
 pub(super) struct HttpWorker {
     target: Arc<HttpTarget>,
     conn: Option<SendRequest<Full<Bytes>>>,
@@ -243,6 +252,11 @@ impl HttpWorker {
             target,
             conn: Some(conn),
         })
+    }
+
+    /// A worker that connects on its first request.
+    pub(super) fn lazy(target: Arc<HttpTarget>) -> HttpWorker {
+        HttpWorker { target, conn: None }
     }
 
     pub(super) async fn send(&mut self, n: usize) -> Outcome {
@@ -299,14 +313,30 @@ impl HttpWorker {
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
             .join(", ");
+        let json_length = resp
+            .headers()
+            .get(HEADER_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         // Read the whole answer: the connection is reused for the next one.
-        resp.into_body()
+        let body = resp
+            .into_body()
             .collect()
             .await
-            .map_err(|_| CONNECTION_ERROR.to_string())?;
+            .map_err(|_| CONNECTION_ERROR.to_string())?
+            .to_bytes();
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));
         }
-        Ok(Some(timing).filter(|t| !t.is_empty()))
+        let top1 = if target.check {
+            // With the binary extension, the JSON part comes first.
+            let json = &body[..json_length.unwrap_or(body.len()).min(body.len())];
+            answer::json_top1(json)
+        } else {
+            None
+        };
+        Ok(Answer {
+            server_timing: Some(timing).filter(|t| !t.is_empty()),
+            top1,
+        })
     }
 }

@@ -16,7 +16,7 @@
 #   power  every process that runs with this ACCEL_HOME: the CLI, its
 #          process group, detached convert workers, supervisors, servers
 #          (closest to a power loss this side of the page cache; see
-#          docs/reliability-crash.md for what it does not cover).
+#          docs/RELIABILITY.md "Crash safety" for what it does not cover).
 # After each trial:
 #   - `accel registry check --json` must be clean. Dead operations and dead
 #     image builds (a killed worker/builder) are crash leftovers the

@@ -912,47 +912,4 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<SsdDecoder>();
     }
-
-    /// 8,432 anchors × 21 classes of random logits, threshold 0.01 (most
-    /// work); `cargo test --release -p accel-runtime detect -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn timing_seed_layout() {
-        let mut spec = seed();
-        let dec = SsdDecoder::new(spec.clone()).unwrap();
-        let mut state = 0x1234_5678u32;
-        let mut rnd = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) * 6.0 - 3.0
-        };
-        let scores: Vec<Vec<f32>> = spec
-            .layers
-            .iter()
-            .map(|l| (0..l.anchor_count() * 21).map(|_| rnd()).collect())
-            .collect();
-        let boxes: Vec<Vec<f32>> = spec
-            .layers
-            .iter()
-            .map(|l| (0..l.anchor_count() * 4).map(|_| rnd() * 0.3).collect())
-            .collect();
-        let s: Vec<&[f32]> = scores.iter().map(|v| v.as_slice()).collect();
-        let b: Vec<&[f32]> = boxes.iter().map(|v| v.as_slice()).collect();
-        for t in [0.5f32, 0.2, 0.01] {
-            spec.score_threshold = t;
-            let dec2 = SsdDecoder::new(spec.clone()).unwrap();
-            let n = 200;
-            let t0 = std::time::Instant::now();
-            let mut found = 0;
-            for _ in 0..n {
-                found = dec2.detect(&s, &b).unwrap().len();
-            }
-            eprintln!(
-                "threshold {t}: {:.3} ms per image, {found} detections",
-                t0.elapsed().as_secs_f64() * 1e3 / n as f64
-            );
-        }
-        let _ = dec;
-    }
 }

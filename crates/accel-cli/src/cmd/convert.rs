@@ -169,20 +169,7 @@ pub fn convert_and_register(
     let method: Method = a.calibration_method.parse()?;
     accel_convert::convert::check_target(&a.target)?;
     let registry = global.registry()?;
-    let source: NameRef = a.model.parse()?;
-    let record = registry.get_model(&source)?;
-    if record.format != "onnx" {
-        bail!(
-            "{} is a {} model; convert its float parent{}",
-            record.reference(),
-            record.format,
-            record
-                .parent
-                .as_deref()
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default()
-        );
-    }
+    let record = super::load::onnx_model(&registry, &a.model, "convert")?;
     let name = a
         .name
         .clone()

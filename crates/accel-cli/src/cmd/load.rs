@@ -15,6 +15,27 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The registered ONNX model `reference` names, for a command that reads
+/// its graph (`convert`, `train`): a converted plan is refused, naming its
+/// float parent, since `verb` only works on ONNX.
+pub fn onnx_model(registry: &Registry, reference: &str, verb: &str) -> anyhow::Result<ModelRecord> {
+    let source: NameRef = reference.parse()?;
+    let record = registry.get_model(&source)?;
+    if record.format != "onnx" {
+        let parent = record
+            .parent
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        bail!(
+            "{} has format {}, not onnx; {verb} its float parent{parent}",
+            record.reference(),
+            record.format,
+        );
+    }
+    Ok(record)
+}
+
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -265,4 +286,46 @@ fn compile(
         engine_note,
         load_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accel_core::spec::Preset;
+    use accel_registry::NewModel;
+
+    fn register(registry: &Registry, name: &str, format: &str, parent: Option<&str>) {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/models/shufflenet-v2-12-qdq.onnx");
+        registry
+            .register_model(NewModel {
+                name: name.into(),
+                model_file: file,
+                description: String::new(),
+                tags: Default::default(),
+                properties: Default::default(),
+                format: format.into(),
+                parent: parent.map(|p| p.parse().unwrap()),
+                spec: Preset::Torchvision.spec(),
+                labels: None,
+                report: None,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn onnx_model_takes_onnx_and_refuses_a_plan_naming_its_parent() {
+        let home = tempfile::tempdir().unwrap();
+        let registry = Registry::open(home.path()).unwrap();
+        register(&registry, "m", "onnx", None);
+        register(&registry, "m-plan", "accel-plan", Some("m:1"));
+        assert_eq!(onnx_model(&registry, "m", "convert").unwrap().version, 1);
+        let err = onnx_model(&registry, "m-plan:1", "train on").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m-plan:1 has format accel-plan, not onnx; train on its float parent (m:1)"
+        );
+        let err = onnx_model(&registry, "absent", "convert").unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
 }

@@ -112,20 +112,7 @@ pub fn run(global: &GlobalArgs, a: TrainArgs) -> anyhow::Result<()> {
     }
     accel_core::name::validate_name(&a.name)?;
     let registry = global.registry()?;
-    let source: NameRef = a.featurizer.parse()?;
-    let record = registry.get_model(&source)?;
-    if record.format != "onnx" {
-        bail!(
-            "{} is a {} model; train on its float parent{}",
-            record.reference(),
-            record.format,
-            record
-                .parent
-                .as_deref()
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default()
-        );
-    }
+    let record = super::load::onnx_model(&registry, &a.featurizer, "train on")?;
     if record.spec.preprocess.is_none() {
         bail!(
             "{} takes raw tensors (no preprocessing): a featurizer needs an image pipeline (register it with --preset or --spec)",

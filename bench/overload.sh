@@ -10,22 +10,22 @@
 # errors and p99 <= 2 x p99_u (the server recovers at once).
 #
 #   bench/overload.sh
-#   QUEUE=4 bench/overload.sh         # another queue bound
+#   QUEUE=4 bench/overload.sh         # room for 4 to wait
 #
 # Environment: ACCEL (default target/release/accel, built if missing),
-# QUEUE (1), WORKERS (1), PREPROCESS (1), SERVE_ARGS (more `accel serve`
-# flags), CAP_CONCURRENCY (2 x WORKERS), CAP_S (20),
+# QUEUE (0), WORKERS (1), PREPROCESS (1), SERVE_ARGS (more `accel serve`
+# flags), CAP_CONCURRENCY (WORKERS + PREPROCESS), CAP_S (20),
 # UNLOADED_S (20), OVER_S (30), RECOVER_S (10), SHED_FAST_MS (5), PROTOCOL
 # (tfs-grpc), OUT (target/overload: one JSON per phase, serve.log,
 # summary.md). Needs ONNX Runtime in target/accel-home/engines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACCEL=${ACCEL:-target/release/accel}
-QUEUE=${QUEUE:-1}
+QUEUE=${QUEUE:-0}
 WORKERS=${WORKERS:-1}
 PREPROCESS=${PREPROCESS:-1}
 SERVE_ARGS=${SERVE_ARGS:-}
-CAP_CONCURRENCY=${CAP_CONCURRENCY:-$((2 * WORKERS))}
+CAP_CONCURRENCY=${CAP_CONCURRENCY:-$((WORKERS + PREPROCESS))}
 CAP_S=${CAP_S:-20}
 UNLOADED_S=${UNLOADED_S:-20}
 OVER_S=${OVER_S:-30}
@@ -33,37 +33,16 @@ RECOVER_S=${RECOVER_S:-10}
 SHED_FAST_MS=${SHED_FAST_MS:-5}
 PROTOCOL=${PROTOCOL:-tfs-grpc}
 OUT=${OUT:-target/overload}
-MODEL=fixtures/models/shufflenet-v2-12-qdq.onnx
-PHOTO=fixtures/images/sklearn_china.jpg
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-[[ -x $ACCEL ]] || cargo build --release -p accel-cli
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT/serve.log" "$OUT/summary.md"
-export ACCEL_HOME=$(mktemp -d)
-pid=
-cleanup() {
-    [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-    rm -rf "$ACCEL_HOME"
-}
-trap cleanup EXIT
-ln -s "$PWD/target/accel-home/engines" "$ACCEL_HOME/engines"
-"$ACCEL" models register m "$MODEL" --preset torchvision >/dev/null
-
+trap stop_server EXIT
+make_home
 serve_flags="--queue $QUEUE --workers $WORKERS --preprocess-workers $PREPROCESS $SERVE_ARGS"
 # shellcheck disable=SC2086 # a list of flags
-"$ACCEL" serve --model m --grpc-port 0 --http-port 0 $serve_flags >"$OUT/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 600); do
-    grep -q '^ready' "$OUT/serve.log" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$OUT/serve.log" >&2; exit 1; }
-    sleep 0.1
-done
-ready=$(grep -m1 '^ready' "$OUT/serve.log") || { echo "no ready line" >&2; exit 1; }
-case $PROTOCOL in
-    *-grpc) addr=$(grep -o 'grpc=[^ ]*' <<<"$ready" | cut -d= -f2) ;;
-    *) addr=$(grep -o 'http=[^ ]*' <<<"$ready" | cut -d= -f2) ;;
-esac
-echo "accel serve $serve_flags (pid $pid): $ready" >&2
+start_server "$OUT/serve.log" $serve_flags
 
 bench() { "$ACCEL" bench "$addr" --service m "$PHOTO" --protocol "$PROTOCOL" --check --json "$@"; }
 field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
@@ -88,6 +67,8 @@ import json, sys
 out, alive, shed_fast_ms, flags = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 cap, un, ov, rec = (json.load(open(f"{out}/{n}.json")) for n in ("1-capacity", "2-unloaded", "3-overload", "4-recovery"))
 p99_u = un["open_loop"]["accepted_latency_ms"]["p99"]
+def p99(i):
+    return "–" if i["p99_ms"] is None else f"{i['p99_ms']:.2f}"
 print(f"`accel serve {flags.strip()}`; capacity C = {cap['throughput_rps']:.1f} req/s "
       f"(closed loop, concurrency {cap['concurrency']}, p50 {cap['latency_ms']['p50']:.2f} ms, p99 {cap['latency_ms']['p99']:.2f} ms, "
       f"errors {cap['errors_by_status'] or 0})")
@@ -116,11 +97,11 @@ crit("accepted p99 <= 2 x unloaded p99", o["accepted_latency_ms"]["p99"] <= 2 * 
      f"{o['accepted_latency_ms']['p99']:.2f} vs 2 x {p99_u:.2f} = {2 * p99_u:.2f} ms ({o['accepted_latency_ms']['p99'] / p99_u:.2f} x)")
 crit("recovery: no errors, p99 <= 2 x unloaded p99", ro["shed"] + ro["other_errors"] == 0 and ro["accepted_latency_ms"]["p99"] <= 2 * p99_u,
      f"{ro['shed'] + ro['other_errors']} errors; p99 {ro['accepted_latency_ms']['p99']:.2f} ms ({ro['accepted_latency_ms']['p99'] / p99_u:.2f} x unloaded); "
-     f"first second p99 {rec['intervals'][0]['p99_ms']:.2f} ms")
+     f"first second p99 {p99(rec['intervals'][0])} ms")
 crit("no wrong answers, server alive", alive == "yes" and all(r["answers"]["wrong"] == 0 for r in (cap, un, ov, rec)),
      f"server alive: {alive}")
 print()
-print("overload, per 5 s: " + "; ".join(f"{i['start_s']:.0f} s: {i['ok']} ok {i['shed']} shed p99 {i['p99_ms']:.2f}" for i in ov["intervals"]))
+print("overload, per 5 s: " + "; ".join(f"{i['start_s']:.0f} s: {i['ok']} ok {i['shed']} shed p99 {p99(i)}" for i in ov["intervals"]))
 print()
 print("PASS" if all(checks) else "FAIL")
 sys.exit(0 if all(checks) else 1)

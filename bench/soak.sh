@@ -30,37 +30,20 @@ SAMPLE_S=${SAMPLE_S:-5}
 PROTOCOL=${PROTOCOL:-tfs-grpc}
 OUT=${OUT:-target/soak}
 SERVE_ARGS=${SERVE_ARGS:-}
-MODEL=fixtures/models/shufflenet-v2-12-qdq.onnx
-PHOTO=fixtures/images/sklearn_china.jpg
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-[[ -x $ACCEL ]] || cargo build --release -p accel-cli
 mkdir -p "$OUT"
 rm -f "$OUT/rss.csv" "$OUT/bench.json" "$OUT/serve.log" "$OUT/summary.md"
-export ACCEL_HOME=$(mktemp -d)
-pid= sampler=
+sampler=
 cleanup() {
     [[ -n $sampler ]] && kill "$sampler" 2>/dev/null || true
-    [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-    rm -rf "$ACCEL_HOME"
+    stop_server
 }
 trap cleanup EXIT
-ln -s "$PWD/target/accel-home/engines" "$ACCEL_HOME/engines"
-"$ACCEL" models register m "$MODEL" --preset torchvision >/dev/null
-
+make_home
 # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
-"$ACCEL" serve --model m --grpc-port 0 --http-port 0 $SERVE_ARGS >"$OUT/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 600); do
-    grep -q '^ready' "$OUT/serve.log" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$OUT/serve.log" >&2; exit 1; }
-    sleep 0.1
-done
-ready=$(grep -m1 '^ready' "$OUT/serve.log") || { echo "no ready line" >&2; exit 1; }
-case $PROTOCOL in
-    *-grpc) addr=$(grep -o 'grpc=[^ ]*' <<<"$ready" | cut -d= -f2) ;;
-    *) addr=$(grep -o 'http=[^ ]*' <<<"$ready" | cut -d= -f2) ;;
-esac
-echo "accel serve pid $pid: $ready" >&2
+start_server "$OUT/serve.log" $SERVE_ARGS
 
 # RSS every SAMPLE_S seconds from the start of the measured run.
 t0=$(date +%s.%N)

@@ -2,6 +2,7 @@
 //! authentication, validation, admission, execution on the engine workers,
 //! deadlines, timing and metrics happen once, in this order.
 
+use crate::admission::Admission;
 use crate::auth::{ApiKey, ServiceKeys};
 use crate::error::ServeError;
 use crate::executor::Executor;
@@ -62,14 +63,18 @@ pub struct RequestCore {
     services: Vec<RwLock<Arc<Service>>>,
     executor: Arc<Executor>,
     preprocess: Option<Arc<Executor>>,
+    admission: Arc<Admission>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     next_id: AtomicU64,
 }
 
 impl RequestCore {
-    /// A core serving `services` on `executor`.
+    /// A core serving `services` on `executor`, admitting as many requests
+    /// as the executor has threads and queue places (see
+    /// [`RequestCore::with_admission`]).
     pub fn new(services: Vec<Service>, executor: Arc<Executor>, metrics: Arc<Metrics>) -> Self {
+        let admission = Admission::new(executor.threads(), executor.capacity());
         RequestCore {
             services: services
                 .into_iter()
@@ -77,6 +82,7 @@ impl RequestCore {
                 .collect(),
             executor,
             preprocess: None,
+            admission,
             metrics,
             ready: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -89,6 +95,19 @@ impl RequestCore {
     pub fn with_preprocess_pool(mut self, pool: Arc<Executor>) -> Self {
         self.preprocess = Some(pool);
         self
+    }
+
+    /// Bounds the requests inside the server (the only place a request is
+    /// refused for load). Each pool's queue should hold at least
+    /// `admission.limit()` jobs, so an admitted request always finds room.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// The admission bound and count.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// The services, as they are now.
@@ -243,12 +262,13 @@ impl RequestCore {
         let service = self.authorize(&req.target, req.api_key.as_ref())?;
         let input = validate_inputs(&service, req.inputs)?;
         let outputs = select_outputs(&service, &req.output_filter)?;
+        let permit = self.admission.try_admit()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             service: Arc::clone(&service),
             arrived,
             deadline,
-            reply: Arc::new(ReplySlot::new(tx)),
+            reply: Arc::new(ReplySlot::new(tx, permit)),
         };
         match (input, &self.preprocess) {
             (Input::Images(images), Some(pool)) => {
@@ -418,7 +438,8 @@ mod pipeline_tests {
         }
     }
 
-    fn image_core(engine_queue: usize) -> Arc<RequestCore> {
+    /// One engine worker, two preprocessing workers, `queue` places to wait.
+    fn image_core(queue: usize) -> Arc<RequestCore> {
         let input = TensorInfo {
             name: "data".into(),
             dtype: DType::F32,
@@ -445,12 +466,14 @@ mod pipeline_tests {
             pipeline: Arc::new(pipeline.unwrap()),
             keys: ServiceKeys::new("svc", &[], None),
         };
+        let admission = Admission::new(1 + 2, queue);
         let core = RequestCore::new(
             vec![service],
-            Executor::new(1, engine_queue),
+            Executor::new(1, admission.limit()),
             Arc::new(Metrics::new()),
         )
-        .with_preprocess_pool(Executor::new(2, 16));
+        .with_preprocess_pool(Executor::new(2, admission.limit()))
+        .with_admission(admission);
         core.warm_up().unwrap();
         Arc::new(core)
     }
@@ -469,12 +492,14 @@ mod pipeline_tests {
         }
     }
 
-    /// Through the preprocessing pool, answers equal the engine-only path's,
-    /// and when the engine's queue is full after preprocessing the caller
-    /// gets RESOURCE_EXHAUSTED (not a lost reply).
+    /// Through the preprocessing pool, answers equal the engine-only path's.
+    /// Admission is decided once, on arrival: with no place to wait, three
+    /// workers take exactly three of five simultaneous requests, the other
+    /// two are refused at once, and no admitted request is refused at the
+    /// hand-off to the (busy) engine.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_preprocessing_stage_hands_on_or_refuses_cleanly() {
-        let core = image_core(1);
+    async fn admission_is_decided_on_arrival_and_admitted_requests_are_answered() {
+        let core = image_core(0);
         let requests: Vec<_> = (0..5)
             .map(|_| {
                 let core = Arc::clone(&core);
@@ -488,15 +513,13 @@ mod pipeline_tests {
                 Ok(resp) => ok.push(resp.outputs[0].1.tensor.as_f32().unwrap()[0]),
                 Err(e) => {
                     assert_eq!(e.kind, ErrorKind::ResourceExhausted, "{}", e.message);
+                    assert!(e.message.contains("3 requests in progress and 0 may wait"));
                     refused += 1;
                 }
             }
         }
-        assert!(!ok.is_empty(), "the first request must succeed");
-        assert!(
-            refused >= 1,
-            "five requests on a queue of one: some refused"
-        );
+        assert_eq!((ok.len(), refused), (3, 2), "each inference takes 300 ms");
+        assert_eq!(core.admission().in_flight(), 0, "every place given back");
         // Same sum as decoding on the engine worker.
         let direct = {
             let refs: Vec<&[u8]> = vec![PHOTO];
@@ -504,6 +527,29 @@ mod pipeline_tests {
             t.as_f32().unwrap().iter().sum::<f32>()
         };
         assert!(ok.iter().all(|s| *s == direct), "{ok:?} vs {direct}");
+    }
+
+    /// Closed-loop clients no more numerous than the bound are never
+    /// refused: the place is free before the answer reaches the client.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_within_the_bound_are_never_refused() {
+        let core = image_core(0);
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move {
+                    let mut refused = 0;
+                    for _ in 0..3 {
+                        if core.infer(photo_request()).await.is_err() {
+                            refused += 1;
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let refused: i32 = join_all(clients).await.into_iter().sum();
+        assert_eq!(refused, 0);
     }
 
     async fn join_all<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

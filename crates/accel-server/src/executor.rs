@@ -1,6 +1,8 @@
 //! Engine work runs on dedicated worker threads, never on the async
-//! runtime's. Admission is a bounded queue: when it is full, a request is
-//! refused at once (RESOURCE_EXHAUSTED / 429) instead of waiting.
+//! runtime's. Each pool has a bounded queue; the server sizes it to its
+//! admission bound ([`crate::admission`]), so an admitted request always
+//! finds room. A full queue still refuses at once (RESOURCE_EXHAUSTED / 429)
+//! rather than block the caller.
 
 use crate::error::ServeError;
 use accel_core::ErrorKind;
@@ -14,12 +16,14 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub struct Executor {
     sender: Mutex<Option<SyncSender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    threads: usize,
     capacity: usize,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor")
+            .field("threads", &self.threads)
             .field("capacity", &self.capacity)
             .finish()
     }
@@ -35,7 +39,8 @@ impl Executor {
     pub fn named(name: &str, workers: usize, queue: usize) -> Arc<Self> {
         let (tx, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
-        let handles = (0..workers.max(1))
+        let threads = workers.max(1);
+        let handles = (0..threads)
             .map(|i| {
                 let rx = Arc::clone(&rx);
                 std::thread::Builder::new()
@@ -64,8 +69,19 @@ impl Executor {
         Arc::new(Executor {
             sender: Mutex::new(Some(tx)),
             workers: Mutex::new(handles),
+            threads,
             capacity: queue,
         })
+    }
+
+    /// The worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The jobs that may wait in the queue.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Queues `job`, or refuses at once when the queue is full.

@@ -2,8 +2,12 @@
 //! the preprocessing pool (when there is one), then the engine, with the
 //! stage times and the deadline checked at each hand-off. The answer goes
 //! through a shared reply slot, so a stage that cannot hand a job on (the
-//! next queue is full) still answers for it.
+//! server is shutting down) still answers for it. The slot holds the
+//! request's admission permit and gives it back just before the answer is
+//! sent, so a client that sends its next request on receiving an answer
+//! finds the place free.
 
+use crate::admission::Permit;
 use crate::core::{deadline_exceeded, Input, Service};
 use crate::error::ServeError;
 use crate::executor::Executor;
@@ -16,17 +20,20 @@ use tokio::sync::oneshot;
 pub(crate) type Reply = Result<(Vec<NamedOutput>, StageTimes), ServeError>;
 
 /// Where a request's answer goes: shared, so that a stage that could not
-/// hand a job on can still answer for it.
-pub(crate) struct ReplySlot(Mutex<Option<oneshot::Sender<Reply>>>);
+/// hand a job on can still answer for it. Dropping it unanswered gives the
+/// permit back too.
+pub(crate) struct ReplySlot(Mutex<Option<(oneshot::Sender<Reply>, Permit)>>);
 
 impl ReplySlot {
-    pub(crate) fn new(tx: oneshot::Sender<Reply>) -> Self {
-        ReplySlot(Mutex::new(Some(tx)))
+    pub(crate) fn new(tx: oneshot::Sender<Reply>, permit: Permit) -> Self {
+        ReplySlot(Mutex::new(Some((tx, permit))))
     }
 
+    /// Frees the request's admission place, then answers (once).
     pub(crate) fn send(&self, reply: Reply) {
-        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(tx) = sender {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((tx, permit)) = slot {
+            drop(permit);
             let _ = tx.send(reply);
         }
     }
@@ -73,7 +80,8 @@ impl Job {
             let queue_wait = waited + (engine_start - preprocessed);
             self.run_tensor(tensor, engine_start, queue_wait, preprocessed - started)
         });
-        // A refused job was dropped unrun: answer through the shared slot.
+        // A job refused here (shutting down) was dropped unrun: answer
+        // through the shared slot.
         if let Err(e) = queued {
             reply.send(Err(e));
         }

@@ -6,6 +6,7 @@
 //! statuses in [`status`] alone.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod auth;
 pub mod core;
 pub mod error;

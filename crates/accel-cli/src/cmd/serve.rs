@@ -13,6 +13,7 @@ use accel_core::name::NameRef;
 use accel_registry::Registry;
 use accel_runtime::engine::EngineChoice;
 use accel_runtime::Limits;
+use accel_server::admission::Admission;
 use accel_server::auth::{ApiKey, KeyHash, KeySource, ServiceKeys};
 use accel_server::executor::Executor;
 use accel_server::metrics::Metrics;
@@ -65,7 +66,9 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "ACCEL_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Requests allowed to wait for an engine worker; beyond it, RESOURCE_EXHAUSTED / 429.
+    /// Requests allowed to wait beyond those the workers are running; beyond
+    /// it, RESOURCE_EXHAUSTED / 429 at once. 0 admits a request only when a
+    /// worker of each stage can take it (the least latency under overload).
     #[arg(long, env = "ACCEL_QUEUE", default_value_t = 64)]
     pub queue: usize,
     /// Engine worker threads (each runs one request at a time).
@@ -278,16 +281,20 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         }
         services.push(service);
     }
+    // One bound on the requests inside the server, checked on arrival; the
+    // pools' queues are sized to it, so an admitted request is never refused.
+    let admission = Admission::new(a.workers.max(1) + a.preprocess_workers, a.queue);
     let mut core = RequestCore::new(
         services,
-        Executor::new(a.workers, a.queue),
+        Executor::new(a.workers, admission.limit()),
         Arc::new(Metrics::new()),
-    );
+    )
+    .with_admission(Arc::clone(&admission));
     if a.preprocess_workers > 0 {
         core = core.with_preprocess_pool(Executor::named(
             "accel-preprocess",
             a.preprocess_workers,
-            a.queue,
+            admission.limit(),
         ));
     }
     let core = Arc::new(core);

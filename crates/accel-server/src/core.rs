@@ -110,6 +110,14 @@ impl RequestCore {
         &self.admission
     }
 
+    /// The Prometheus text exposition, with the admission gauges as they
+    /// are now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .set_admission(self.admission.in_flight(), self.admission.limit());
+        self.metrics.render()
+    }
+
     /// The services, as they are now.
     pub fn services(&self) -> Vec<Arc<Service>> {
         self.services.iter().map(read_slot).collect()
@@ -506,6 +514,11 @@ mod pipeline_tests {
                 tokio::spawn(async move { core.infer(photo_request()).await })
             })
             .collect();
+        // Mid-way (each inference takes 300 ms) the gauges show the three.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = core.render_metrics();
+        assert!(text.contains("\naccel_requests_in_flight 3\n"), "{text}");
+        assert!(text.contains("\naccel_admission_limit 3\n"), "{text}");
         let mut ok = Vec::new();
         let mut refused = 0;
         for r in join_all(requests).await {

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct Metrics {
     preprocess: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     inference: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     total: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    admission_limit: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +106,17 @@ impl Metrics {
             "Time from arrival in the request core to the answer, successful requests",
             total.clone(),
         );
+        let (in_flight, admission_limit) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "requests_in_flight",
+            "Requests admitted and not yet answered",
+            in_flight.clone(),
+        );
+        registry.register(
+            "admission_limit",
+            "The most requests admitted at once (workers + preprocess workers + queue); beyond it, RESOURCE_EXHAUSTED / 429",
+            admission_limit.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -110,6 +124,8 @@ impl Metrics {
             preprocess,
             inference,
             total,
+            in_flight,
+            admission_limit,
         }
     }
 
@@ -139,6 +155,14 @@ impl Metrics {
             .get_or_create(&l)
             .observe(t.inference.as_secs_f64());
         self.total.get_or_create(&l).observe(t.total.as_secs_f64());
+    }
+
+    /// Sets the admission gauges (read when the metrics are rendered).
+    pub fn set_admission(&self, in_flight: usize, limit: usize) {
+        self.in_flight
+            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        self.admission_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

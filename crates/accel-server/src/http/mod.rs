@@ -46,7 +46,7 @@ pub fn router(core: Arc<RequestCore>, limits: HttpLimits) -> Router {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let mut resp = (StatusCode::OK, st.core.metrics().render()).into_response();
+    let mut resp = (StatusCode::OK, st.core.render_metrics()).into_response();
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
     resp
@@ -378,5 +378,8 @@ mod tests {
         assert_eq!(r.headers["content-type"], METRICS_CONTENT_TYPE);
         let text = String::from_utf8(r.body).unwrap();
         assert!(text.contains("protocol=\"tfs_rest\""), "{text}");
+        // One engine worker and 4 places to wait; the request was answered.
+        assert!(text.contains("\naccel_admission_limit 5\n"), "{text}");
+        assert!(text.contains("\naccel_requests_in_flight 0\n"), "{text}");
     }
 }

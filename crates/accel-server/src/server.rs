@@ -36,7 +36,15 @@ pub struct ListenOptions {
     pub tls: Option<TlsFiles>,
     /// Largest accepted request message / body, in bytes.
     pub max_message_bytes: usize,
+    /// A new connection must send its first bytes (and finish its TLS
+    /// handshake), and an HTTP/1 request its headers, within this time;
+    /// otherwise it is closed. Defends against clients that hold
+    /// connections open without sending (slowloris).
+    pub header_timeout: std::time::Duration,
 }
+
+/// The default of [`ListenOptions::header_timeout`] (hyper's for HTTP/1 headers).
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A started server.
 #[derive(Debug)]
@@ -140,11 +148,22 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(serve(
             grpc_listener,
-            acceptor.clone(),
+            Connections {
+                acceptor: acceptor.clone(),
+                header_timeout: opts.header_timeout,
+            },
             grpc_app,
             stop_rx.clone(),
         )),
-        tokio::spawn(serve(http_listener, acceptor, http_app, stop_rx)),
+        tokio::spawn(serve(
+            http_listener,
+            Connections {
+                acceptor,
+                header_timeout: opts.header_timeout,
+            },
+            http_app,
+            stop_rx,
+        )),
     ];
     Ok(RunningServer {
         grpc_addr,
@@ -157,14 +176,19 @@ pub async fn start(
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How a listener treats each new connection.
+#[derive(Clone)]
+struct Connections {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: std::time::Duration,
+}
+
 async fn serve(
     listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    connections: Connections,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
     let graceful = GracefulShutdown::new();
     loop {
@@ -176,17 +200,31 @@ async fn serve(
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
-            let builder = Builder::new(TokioExecutor::new());
-            match acceptor {
+            use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+            use hyper_util::server::conn::auto::Builder;
+            let timeout = connections.header_timeout;
+            // A client that connects and sends nothing is dropped.
+            let first = tokio::time::timeout(timeout, tcp.peek(&mut [0u8; 1])).await;
+            if !matches!(first, Ok(Ok(_))) {
+                return;
+            }
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+            match connections.acceptor {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 Some(acceptor) => {
-                    // A plaintext client fails the handshake here and is dropped.
-                    let Ok(tls) = acceptor.accept(tcp).await else {
+                    // A plaintext client fails the handshake here and is
+                    // dropped, as is one that does not finish it in time.
+                    let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await
+                    else {
                         return;
                     };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
@@ -208,5 +246,70 @@ impl RunningServer {
             let _ = t.await;
         }
         core.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// Reads until the server closes the connection; how long that took.
+    fn closed_after(mut s: TcpStream) -> Duration {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return t.elapsed(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return t.elapsed(),
+                Err(e) => panic!("the server kept the connection open: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_and_slow_clients_are_dropped_after_the_header_timeout() {
+        let core = crate::testing::core(true);
+        let opts = ListenOptions {
+            host: "127.0.0.1".into(),
+            grpc_port: 0,
+            http_port: 0,
+            tls: None,
+            max_message_bytes: 1 << 20,
+            header_timeout: Duration::from_millis(500),
+        };
+        let server = start(Arc::clone(&core), &opts).await.unwrap();
+        let (http, grpc) = (server.http_addr, server.grpc_addr);
+        tokio::task::spawn_blocking(move || {
+            let in_time = |d: Duration, what: &str| {
+                assert!(
+                    d >= Duration::from_millis(400) && d < Duration::from_secs(5),
+                    "{what}: closed after {d:?}, expected about 500 ms"
+                );
+            };
+            // Connects and sends nothing, on either listener.
+            for addr in [http, grpc] {
+                in_time(closed_after(TcpStream::connect(addr).unwrap()), "silent");
+            }
+            // HTTP/1 headers begun and never finished.
+            let mut s = TcpStream::connect(http).unwrap();
+            s.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            in_time(closed_after(s), "slow headers");
+            // A prompt client is answered.
+            let mut s = TcpStream::connect(http).unwrap();
+            s.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        })
+        .await
+        .unwrap();
+        server.shutdown(&core).await;
     }
 }

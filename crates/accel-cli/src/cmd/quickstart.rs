@@ -179,6 +179,7 @@ fn serve_and_score(loaded: super::load::LoadedModel, runs: usize) -> anyhow::Res
             http_port: 0,
             tls: None,
             max_message_bytes: 16 << 20,
+            header_timeout: accel_server::server::DEFAULT_HEADER_TIMEOUT,
         };
         let server = start(Arc::clone(&core), &opts).await?;
         println!(

@@ -17,7 +17,7 @@ use accel_server::admission::Admission;
 use accel_server::auth::{ApiKey, KeyHash, KeySource, ServiceKeys};
 use accel_server::executor::Executor;
 use accel_server::metrics::Metrics;
-use accel_server::server::{start, ListenOptions, TlsFiles};
+use accel_server::server::{start, ListenOptions, TlsFiles, DEFAULT_HEADER_TIMEOUT};
 use accel_server::{RequestCore, Service};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Largest request message (gRPC) or body (HTTP), in bytes.
     #[arg(long, env = "ACCEL_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Seconds a new connection has to send its first bytes (and finish its
+    /// TLS handshake), and an HTTP/1 request its headers; then it is closed.
+    #[arg(long, env = "ACCEL_HEADER_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
     /// auto, onnxruntime or tract.
     #[arg(long, env = "ACCEL_ENGINE", default_value = "auto")]
     pub engine: String,
@@ -317,6 +321,7 @@ pub fn run(global: &GlobalArgs, a: ServeArgs) -> anyhow::Result<()> {
         http_port: a.http_port,
         tls,
         max_message_bytes: a.max_message_bytes,
+        header_timeout: Duration::from_secs(a.header_timeout_seconds),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

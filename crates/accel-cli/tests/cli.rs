@@ -7,6 +7,8 @@ mod bundle;
 mod convert;
 #[path = "cli/detect.rs"]
 mod detect;
+#[path = "cli/graphs.rs"]
+mod graphs;
 #[path = "cli/images.rs"]
 mod images;
 #[path = "cli/security.rs"]

@@ -6,10 +6,10 @@
 //! formulas (Balanca's SSD-TensorFlow `ssd_anchor_one_layer` and
 //! `tf_ssd_bboxes_decode_layer`).
 
+use super::graphs::{constant, model, node, value_info};
 use super::*;
 use accel_proto::onnx;
 use base64::Engine as _;
-use prost::Message;
 use std::io::{Read, Write};
 
 /// The seed's layers: feature size, step, sizes, anchors per cell.
@@ -77,58 +77,6 @@ const PLANTS: [Plant; 4] = [
     },
 ];
 
-fn dims(d: &[Option<i64>]) -> Option<onnx::TypeProto> {
-    use onnx::tensor_shape_proto::{dimension::Value, Dimension};
-    Some(onnx::TypeProto {
-        value: Some(onnx::type_proto::Value::TensorType(
-            onnx::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(onnx::TensorShapeProto {
-                    dim: d
-                        .iter()
-                        .map(|v| Dimension {
-                            value: Some(match v {
-                                Some(n) => Value::DimValue(*n),
-                                None => Value::DimParam("N".into()),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            },
-        )),
-        ..Default::default()
-    })
-}
-
-fn value_info(name: &str, d: &[Option<i64>]) -> onnx::ValueInfoProto {
-    onnx::ValueInfoProto {
-        name: name.into(),
-        r#type: dims(d),
-        ..Default::default()
-    }
-}
-
-fn constant(name: &str, shape: &[i64], data: Vec<f32>) -> onnx::TensorProto {
-    onnx::TensorProto {
-        name: name.into(),
-        dims: shape.to_vec(),
-        data_type: 1,
-        float_data: data,
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str) -> onnx::NodeProto {
-    onnx::NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        ..Default::default()
-    }
-}
-
 /// The synthetic SSD: every head output is `0 · mean(image) + constant`.
 /// Boxes come first in the output list, so the preset must match by size.
 fn ssd_model() -> Vec<u8> {
@@ -184,24 +132,12 @@ fn ssd_model() -> Vec<u8> {
         }
     }
     outputs.extend(score_outputs);
-    let model = onnx::ModelProto {
-        ir_version: 7,
-        opset_import: vec![onnx::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "accel-tests".into(),
-        graph: Some(onnx::GraphProto {
-            name: "synthetic-ssd".into(),
-            node: nodes,
-            initializer: inits,
-            input: vec![value_info("image", &[None, Some(300), Some(300), Some(3)])],
-            output: outputs,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    model.encode_to_vec()
+    model(
+        "synthetic-ssd",
+        (nodes, inits),
+        value_info("image", &[None, Some(300), Some(300), Some(3)]),
+        outputs,
+    )
 }
 
 /// The seed's anchor of a plant, decoded with its offsets, as

@@ -1,10 +1,13 @@
 //! CLI tests: hot swap and shutdown (issue 8 item 5). A service started
 //! without a version moves to each new version on SIGHUP while `accel bench`
-//! loads it, with zero failed requests; the old model's memory goes back;
+//! loads it, with zero failed requests; the old model's memory goes back
+//! (a 205 MB model unloaded gives most of the process's RSS back);
 //! SIGTERM lets an in-flight request finish before the process exits.
 
+use super::graphs::{constant, model, node, value_info};
 use super::*;
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -142,6 +145,87 @@ fn sighup_rolls_new_versions_under_load_with_no_failed_request() {
     assert!(
         last <= second + 20 * 1024,
         "RSS grew from {second} kB to {last} kB over four more swaps: {rss:?}"
+    );
+    signal(pid, "TERM");
+    assert!(served.child.wait().unwrap().success());
+}
+
+/// A raw-tensor model: `x [1, 256]` → MatMul by `w [256, width]` (every
+/// weight 0.001) → ReduceSum → `s [1, 1]`, which is 0.256 · width for an
+/// input of ones.
+fn matmul_model(width: usize) -> Vec<u8> {
+    let w = constant("w", &[256, width as i64], vec![0.001; 256 * width]);
+    model(
+        "matmul",
+        (
+            vec![
+                node("MatMul", &["x", "w"], "y"),
+                node("ReduceSum", &["y"], "s"),
+            ],
+            vec![w],
+        ),
+        value_info("x", &[Some(1), Some(256)]),
+        vec![value_info("s", &[Some(1), Some(1)])],
+    )
+}
+
+/// KServe REST inference with an input of ones; the one output value.
+fn sum_of_ones(addr: &str) -> f64 {
+    let body = serde_json::json!({"inputs": [{
+        "name": "x", "shape": [1, 256], "datatype": "FP32", "data": vec![1.0; 256]
+    }]});
+    let (status, answer) = http(addr, "POST", "/v2/models/m/infer", &body.to_string());
+    assert!(status.contains("200"), "{status} {answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    v["outputs"][0]["data"][0].as_f64().unwrap()
+}
+
+/// Memory goes back when a model is unloaded: a service on a model with
+/// 205 MB of weights is moved (SIGHUP) to a version with 4 KB of them, and
+/// the process's resident memory falls by most of the 205 MB.
+#[test]
+fn unloading_a_large_model_gives_its_memory_back() {
+    let _heavy = heavy();
+    let h = Home::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (big, small) = (dir.path().join("big.onnx"), dir.path().join("small.onnx"));
+    std::fs::write(&big, matmul_model(200_000)).unwrap();
+    std::fs::write(&small, matmul_model(4)).unwrap();
+    h.ok(&["models", "register", "m", big.to_str().unwrap()]);
+    let mut cmd = h.cmd();
+    cmd.args(["serve", "--model", "m", "--engine", "onnxruntime"])
+        .stderr(Stdio::piped());
+    let mut served = spawn_serve(cmd);
+    let pid = served.child.id();
+    let stderr = served.child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let close = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
+    let got = sum_of_ones(&served.http);
+    assert!(close(got, 0.256 * 200_000.0), "{got}");
+    let loaded = rss_kb(pid);
+
+    h.ok(&["models", "register", "m", small.to_str().unwrap()]);
+    signal(pid, "HUP");
+    wait_line(&lines, "now serves m:2");
+    let got = sum_of_ones(&served.http);
+    assert!(close(got, 0.256 * 4.0), "{got}");
+    // The old version is dropped once its last request is done.
+    let weights_kb = 256 * 200_000 * 4 / 1024;
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut after = rss_kb(pid);
+    while loaded.saturating_sub(after) < weights_kb * 3 / 4 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        after = rss_kb(pid);
+    }
+    eprintln!("RSS with the 205 MB model {loaded} kB, after unloading it {after} kB");
+    assert!(
+        loaded.saturating_sub(after) >= weights_kb * 3 / 4,
+        "RSS went from {loaded} kB to {after} kB: less than 3/4 of the {weights_kb} kB of weights came back"
     );
     signal(pid, "TERM");
     assert!(served.child.wait().unwrap().success());

@@ -57,6 +57,23 @@ fn served_version(addr: &str) -> u64 {
         .unwrap_or_else(|| panic!("no version in {v}"))
 }
 
+/// `accel serve --model MODEL` (no version: it follows the latest) on ONNX
+/// Runtime, with its stderr lines sent to the returned channel.
+fn serve_following(h: &Home, model: &str) -> (Served, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = h.cmd();
+    cmd.args(["serve", "--model", model, "--engine", "onnxruntime"])
+        .stderr(Stdio::piped());
+    let mut served = spawn_serve(cmd);
+    let stderr = served.child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (served, lines)
+}
+
 /// Waits for a line of the server's stderr containing `what`.
 fn wait_line(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -76,18 +93,8 @@ fn sighup_rolls_new_versions_under_load_with_no_failed_request() {
     let h = Home::new();
     let files = ["shufflenet-v2-12-qdq.onnx", "shufflenet-v2-12-f32.onnx"];
     assert_eq!(h.register("shuffle", files[0]), "shuffle:1");
-    let mut cmd = h.cmd();
-    cmd.args(["serve", "--model", "shuffle", "--engine", "onnxruntime"])
-        .stderr(Stdio::piped());
-    let mut served = spawn_serve(cmd);
+    let (mut served, lines) = serve_following(&h, "shuffle");
     let pid = served.child.id();
-    let stderr = served.child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     assert_eq!(served_version(&served.http), 1);
 
     let coffee = fixture("images/skimage_coffee.png");
@@ -192,18 +199,8 @@ fn unloading_a_large_model_gives_its_memory_back() {
     std::fs::write(&big, matmul_model(200_000)).unwrap();
     std::fs::write(&small, matmul_model(4)).unwrap();
     h.ok(&["models", "register", "m", big.to_str().unwrap()]);
-    let mut cmd = h.cmd();
-    cmd.args(["serve", "--model", "m", "--engine", "onnxruntime"])
-        .stderr(Stdio::piped());
-    let mut served = spawn_serve(cmd);
+    let (mut served, lines) = serve_following(&h, "m");
     let pid = served.child.id();
-    let stderr = served.child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let close = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
     let got = sum_of_ones(&served.http);
     assert!(close(got, 0.256 * 200_000.0), "{got}");
